@@ -1,0 +1,38 @@
+# Everything a fresh machine needs (Python 3.11, no GPU, the package registries) is done by these targets.
+#   make run         set up, then run the course's main job headless (every notebook, executed into outputs/)
+#   make test        set up, then run the whole test suite (unit tests + every notebook, offline, on the CPU)
+#   make lab         set up, then open the course in JupyterLab
+#   make benchmark   set up, then time every notebook and record peak memory (benchmarks/results/)
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test lab benchmark clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+run: setup
+	mkdir -p outputs
+	for notebook in notebooks/*.ipynb; do \
+		$(VENV)/bin/papermill --cwd notebooks "$$notebook" "outputs/$$(basename $$notebook)" || exit 1; \
+	done
+
+test: setup
+	$(PY) -m pytest
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/
+
+benchmark: setup
+	$(PY) benchmarks/run_notebooks.py
+
+clean:
+	rm -rf $(VENV) outputs

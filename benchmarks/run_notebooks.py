@@ -1,0 +1,77 @@
+"""Execute every notebook of the course on the tiny profile; record wall time and peak memory per notebook.
+
+    python benchmarks/run_notebooks.py [notebooks/00_setup.ipynb ...]
+
+Peak memory is the highest resident set size of the notebook's kernel process (and its children), sampled every
+50 ms. Results go to benchmarks/results/notebooks.json and are printed as a markdown table.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+import psutil
+from nbclient import NotebookClient
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS = REPO_ROOT / "benchmarks" / "results" / "notebooks.json"
+
+
+def tree_rss(pid: int) -> int:
+    try:
+        process = psutil.Process(pid)
+        return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])
+    except psutil.NoSuchProcess:
+        return 0
+
+
+def run_notebook(path: Path) -> dict:
+    notebook = nbformat.read(path, as_version=4)
+    client = NotebookClient(notebook, timeout=1800, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})
+    peak, done = [0], threading.Event()
+
+    def sample(pid: int) -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], tree_rss(pid))
+            time.sleep(0.05)
+
+    start = time.perf_counter()
+    with client.setup_kernel():
+        pid = client.km.provisioner.process.pid
+        sampler = threading.Thread(target=sample, args=(pid,), daemon=True)
+        sampler.start()
+        client.execute()
+        done.set()
+        sampler.join()
+    return {"notebook": path.relative_to(REPO_ROOT).as_posix(),
+            "seconds": round(time.perf_counter() - start, 1), "peak_rss_mb": round(peak[0] / 1e6)}
+
+
+def main() -> None:
+    os.environ.setdefault("COURSE_PROFILE", "tiny")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("MPLCONFIGDIR", tempfile.mkdtemp())
+    paths = [Path(p).resolve() for p in sys.argv[1:]] or sorted(
+        [*REPO_ROOT.glob("notebooks/*.ipynb"), *REPO_ROOT.glob("solutions/*.ipynb")])
+    rows = []
+    for path in paths:
+        row = run_notebook(path)
+        print(f"{row['notebook']}: {row['seconds']} s, {row['peak_rss_mb']} MB", flush=True)
+        rows.append(row)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"profile": os.environ["COURSE_PROFILE"], "cpu_cores": os.cpu_count(),
+                                   "notebooks": rows}, indent=1) + "\n")
+    print("\n| notebook | wall time (s) | peak memory (MB) |\n|---|---:|---:|")
+    for row in rows:
+        print(f"| {row['notebook']} | {row['seconds']} | {row['peak_rss_mb']} |")
+
+
+if __name__ == "__main__":
+    main()

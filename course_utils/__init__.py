@@ -1,0 +1,1 @@
+"""Helpers for the course "Fine-tuning, LoRA and model sovereignty"."""

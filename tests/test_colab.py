@@ -1,0 +1,43 @@
+"""The Colab badge and install cell are generated from one address and inserted or refreshed idempotently."""
+import nbformat
+
+from course_utils.colab import REPO_URL, badge_source, install_source, is_header_synced, sync
+from course_utils.paths import REPO_ROOT
+
+
+def make_notebook(path, cells):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = cells
+    nbformat.write(nb, path)
+
+
+def test_sync_inserts_the_header_then_changes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr("course_utils.colab.REPO_ROOT", tmp_path)
+    path = tmp_path / "notebooks" / "01_x.ipynb"
+    path.parent.mkdir()
+    make_notebook(path, [nbformat.v4.new_markdown_cell("# Title"), nbformat.v4.new_code_cell("x = 1")])
+    assert sync(path) is True
+    nb = nbformat.read(path, as_version=4)
+    assert [c.source for c in nb.cells][2:] == ["# Title", "x = 1"]
+    assert is_header_synced(nb, path)
+    assert sync(path) is False
+
+
+def test_sync_replaces_a_drifted_header(tmp_path, monkeypatch):
+    monkeypatch.setattr("course_utils.colab.REPO_ROOT", tmp_path)
+    path = tmp_path / "notebooks" / "02_y.ipynb"
+    path.parent.mkdir()
+    old_badge = "[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://old/address)"
+    make_notebook(path, [nbformat.v4.new_markdown_cell(old_badge),
+                         nbformat.v4.new_code_cell('import sys\nif "google.colab" in sys.modules: pass'),
+                         nbformat.v4.new_markdown_cell("# Title")])
+    assert sync(path) is True
+    nb = nbformat.read(path, as_version=4)
+    assert len(nb.cells) == 3 and nb.cells[2].source == "# Title"
+    assert "old/address" not in nb.cells[0].source
+
+
+def test_badge_points_at_the_notebook_in_the_repository():
+    badge = badge_source(REPO_ROOT / "notebooks" / "00_setup.ipynb")
+    assert badge.endswith("/blob/main/notebooks/00_setup.ipynb)")
+    assert REPO_URL in install_source()

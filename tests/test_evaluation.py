@@ -1,0 +1,38 @@
+"""Perplexity arithmetic: a model that knows nothing has the perplexity of the vocabulary size."""
+import math
+
+import pytest
+import torch
+
+from course_utils.evaluation import mean_loss
+
+
+class Uniform(torch.nn.Module):
+    """A 'model' whose next-token distribution is uniform over `vocab` tokens."""
+
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.vocab = vocab
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids, labels):
+        logits = torch.zeros(*input_ids.shape, self.vocab) + self.dummy
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, self.vocab), labels[:, 1:].reshape(-1))
+        return type("Output", (), {"loss": loss})()
+
+
+def test_uniform_model_has_perplexity_equal_to_vocabulary_size():
+    ids = torch.randint(0, 50, (1000,))
+    assert math.exp(mean_loss(Uniform(50), ids, block=100)) == pytest.approx(50, rel=1e-5)
+
+
+def test_mean_loss_needs_at_least_one_block():
+    with pytest.raises(ValueError, match="at least 256 tokens"):
+        mean_loss(Uniform(10), torch.arange(10))
+
+
+def test_mean_loss_leaves_the_model_in_training_mode_if_it_was():
+    model = Uniform(10)
+    model.train()
+    mean_loss(model, torch.randint(0, 10, (64,)), block=32)
+    assert model.training
