@@ -1,6 +1,7 @@
 # Everything a fresh machine needs (Python 3.11, no GPU, the package registries) is done by these targets.
-#   make run         set up, then run the course's main job headless (every notebook, executed into outputs/)
+#   make run         set up, then run the course's main job headless: the Hemingway style lab (outputs/hemingway_lab/)
 #   make test        set up, then run the whole test suite (unit tests + every notebook, offline, on the CPU)
+#   make course      set up, then execute every notebook headless into outputs/
 #   make lab         set up, then open the course in JupyterLab
 #   make benchmark   set up, then time every notebook and record peak memory (benchmarks/results/)
 PYTHON ?= python3
@@ -8,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lab benchmark clean
+.PHONY: setup run course test lab benchmark clean
 
 setup: $(STAMP)
 
@@ -20,6 +21,12 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 run: setup
+	mkdir -p outputs
+	cd notebooks && ../$(VENV)/bin/papermill 07_hemingway_style_lab.ipynb ../outputs/07_hemingway_style_lab.ipynb \
+		-p OUTPUT_DIR outputs/hemingway_lab
+	@echo "Done: open outputs/hemingway_lab/compare.html"
+
+course: setup
 	mkdir -p outputs
 	for notebook in notebooks/*.ipynb; do \
 		$(VENV)/bin/papermill --cwd notebooks "$$notebook" "outputs/$$(basename $$notebook)" || exit 1; \
