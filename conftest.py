@@ -9,6 +9,9 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["COURSE_PROFILE"] = "tiny"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ["COURSE_CHECKPOINT_DIR"] = os.path.join(_cache, "checkpoints")  # each test run trains from scratch
+# OpenMP threads that spin while waiting slow bitsandbytes' CPU kernels badly on a busy 2-core machine
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 for var, sub in [("HF_HOME", "hf"), ("MPLCONFIGDIR", "matplotlib"), ("IPYTHONDIR", "ipython"),
                  ("JUPYTER_CONFIG_DIR", "jupyter-config"), ("JUPYTER_DATA_DIR", "jupyter-data"),
                  ("JUPYTER_RUNTIME_DIR", "jupyter-runtime")]:
