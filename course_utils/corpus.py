@@ -96,3 +96,105 @@ def split_by_chapter(chapters: list[Chapter], every: int = 5) -> tuple[list[Chap
     train = [c for c in chapters if c.number % every != 0]
     val = [c for c in chapters if c.number % every == 0]
     return train, val
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Other authors (data/authors/<name>/) and a folder of the student's own text, cut into chapters the same way.
+
+AUTHORS_DIR = HEMINGWAY_DIR.parent / "authors"
+SECTION_WORDS = 3000  # a chapter longer than twice this, or a text without chapters, is cut into ~3000-word sections
+MIN_CHAPTER_WORDS = 100
+
+# "CHAPTER I.", "Chapter 12", "CHAPTER XL. Fishing.--The Vigilance Committee", "CHAPTER THE LAST."
+_CONTENTS_GAP = 5  # lines: two headings this close are entries of a table of contents
+_HEADING = re.compile(r"^[ \t]*(?:CHAPTER|Chapter)[ \t]+([IVXLC]+|[0-9]+|THE LAST)\b.*$", re.MULTILINE)
+
+
+def author_names() -> list[str]:
+    """The other authors bundled in data/authors/ (each a folder of .txt files with a PROVENANCE.md)."""
+    return sorted(p.name for p in AUTHORS_DIR.iterdir() if p.is_dir()) if AUTHORS_DIR.is_dir() else []
+
+
+def _sections(text: str, words: int = SECTION_WORDS) -> list[str]:
+    """Cut unwrapped text into consecutive sections of about `words` words, at paragraph boundaries."""
+    paragraphs = text.split("\n\n")
+    total = sum(len(p.split()) for p in paragraphs)
+    n = max(1, round(total / words))
+    target = total / n
+    sections, current, count = [], [], 0
+    for paragraph in paragraphs:
+        current.append(paragraph)
+        count += len(paragraph.split())
+        if count >= target * (len(sections) + 1) and len(sections) < n - 1:
+            sections.append("\n\n".join(current))
+            current = []
+    if current:
+        sections.append("\n\n".join(current))
+    return sections
+
+
+def _headed_chapters(text: str) -> list[str]:
+    """The chapters of a text with chapter headings. Headings within a few lines of each other form a table of
+    contents and are skipped; the text before the first chapter (title page, contents) is front matter."""
+    headings = list(_HEADING.finditer(text))
+    lines = [text.count("\n", 0, m.start()) for m in headings]
+    starts = [m.end() for i, m in enumerate(headings)
+              if not any(j != i and abs(lines[j] - lines[i]) <= _CONTENTS_GAP for j in (i - 1, i + 1)
+                         if 0 <= j < len(headings))]
+    heading_starts = [m.start() for m in headings] + [len(text)]
+    ends = [min(h for h in heading_starts if h > s) for s in starts]
+    return [unwrap(text[s:e]) for s, e in zip(starts, ends)]
+
+
+def text_chapters(text: str) -> list[str]:
+    """The chapters of one text file: its own chapters where it has "CHAPTER" headings (at least three), else
+    sections of about SECTION_WORDS words; a chapter over twice that is cut into sections too."""
+    chapters = _headed_chapters(text)
+    if len(chapters) < 3:
+        chapters = [unwrap(text)]
+    pieces = []
+    for chapter in chapters:
+        pieces += _sections(chapter) if len(chapter.split()) > 2 * SECTION_WORDS else [chapter]
+    return [p for p in pieces if len(p.split()) >= MIN_CHAPTER_WORDS]
+
+
+def folder_chapters(folder, collection: str | None = None) -> list[Chapter]:
+    """Chapters from every .txt and .md file in a folder (sorted by name). A file with chapter headings is a book
+    of its own; files without (stories, blog posts, essays) are chapters of one collection named after the folder,
+    numbered in order, so that holding out every fifth chapter works for a folder of short texts too."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder: give a folder of .txt or .md files of one author's text")
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".txt", ".md") and p.name != "PROVENANCE.md")
+    if not files:
+        raise FileNotFoundError(f"no .txt or .md files in {folder}: put the author's text there, one file per "
+                                "book, story or post (plain UTF-8 text, paragraphs separated by blank lines)")
+    collection = collection or folder.name
+    chapters: list[Chapter] = []
+    loose: list[str] = []
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        if len(_headed_chapters(text)) >= 3:
+            chapters += [Chapter(path.stem, i, t) for i, t in enumerate(text_chapters(text), start=1)]
+        else:
+            loose += text_chapters(text)
+    chapters += [Chapter(collection, i, t) for i, t in enumerate(loose, start=1)]
+    if not chapters:
+        raise ValueError(f"the files in {folder} hold fewer than {MIN_CHAPTER_WORDS} words of text each")
+    return chapters
+
+
+def author_chapters(author: str) -> list[Chapter]:
+    """The chapters of an author: "hemingway", one of author_names() (e.g. "austen"), or a folder of text."""
+    if author == "hemingway":
+        return hemingway_chapters()
+    if author in author_names():
+        return folder_chapters(AUTHORS_DIR / author, collection=f"{author}_stories")
+    from pathlib import Path
+
+    if Path(author).expanduser().is_dir():
+        return folder_chapters(Path(author).expanduser())
+    raise ValueError(f"unknown author {author!r}: use 'hemingway', one of {', '.join(author_names())}, "
+                     "or the path of a folder of .txt files with your own text")

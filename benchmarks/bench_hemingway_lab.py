@@ -1,0 +1,139 @@
+"""Benchmark of the Hemingway style lab (notebook 07) on the tiny profile.
+
+    python benchmarks/bench_hemingway_lab.py [--no-notebook] [--seeds 0 1 2]
+
+1. The whole lab: runs notebook 07 end to end as `make hemingway` does (into a temporary OUTPUT_DIR) and records
+   its wall time, the peak resident memory of its kernel (sampled every 50 ms), and the two style-shift figures its
+   run manifest reports: the style distance to the author and the held-out perplexity, base -> tuned.
+2. Robustness and the learning rate: trains the tiny plan (60 steps) with several seeds at the plan's learning
+   rate, and once at the chapter's 2e-4, and measures both figures each time (notebook 07 cites this comparison).
+
+Results go to benchmarks/results/hemingway_lab.json and are printed as markdown tables.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS = REPO_ROOT / "benchmarks" / "results" / "hemingway_lab.json"
+NOTEBOOK = REPO_ROOT / "notebooks" / "07_hemingway_style_lab.ipynb"
+CHAPTER_LEARNING_RATE = 2e-4
+
+
+def run_lab_notebook(output_dir: Path) -> dict:
+    """Execute notebook 07 with papermill's parameters injected; wall time, kernel peak RSS, manifest figures."""
+    from nbclient import NotebookClient
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    from run_notebooks import tree_rss
+
+    notebook = parameterize_notebook(load_notebook_node(str(NOTEBOOK)),
+                                     {"PROFILE": "tiny", "OUTPUT_DIR": str(output_dir)})
+    client = NotebookClient(notebook, timeout=1800, kernel_name="python3",
+                            resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+    peak, done = [0], threading.Event()
+
+    def sample(pid: int) -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], tree_rss(pid))
+            time.sleep(0.05)
+
+    start = time.perf_counter()
+    with client.setup_kernel():
+        sampler = threading.Thread(target=sample, args=(client.km.provisioner.process.pid,), daemon=True)
+        sampler.start()
+        client.execute()
+        done.set()
+        sampler.join()
+    seconds = time.perf_counter() - start
+    manifest = json.loads((output_dir / "hemingway-lora" / "manifest.json").read_text())
+    return {"seconds": round(seconds, 1), "peak_rss_mb": round(peak[0] / 1e6),
+            "training_seconds": manifest["results"]["training_seconds"],
+            "style_distance": manifest["results"]["style_distance"],
+            "held_out_perplexity": manifest["results"]["held_out_perplexity"],
+            "merged_matches_adapter": manifest["results"]["merged_matches_adapter"]}
+
+
+def train_and_measure(seed: int, learning_rate: float | None = None) -> dict:
+    """One lab run in this process (no notebook): base and tuned figures for a seed and a learning rate."""
+    import torch
+
+    from course_utils.lab import (lab_plan, lab_prompts, measure, prompt_completion_dataset, style_sft_config,
+                                  train_style_adapter)
+    from course_utils.models import load_model
+    from course_utils.profiles import get_profile
+    from course_utils.style_corpus import build_style_corpus
+    from course_utils.stylometry import author_reference
+
+    torch.manual_seed(seed)
+    profile = get_profile("tiny")
+    plan = lab_plan(profile)
+    learning_rate = learning_rate or plan.learning_rate
+    corpus = build_style_corpus("hemingway")
+    reference = author_reference([p.text for p in corpus.train])
+    prompts, _ = lab_prompts(corpus, plan.measure_prompts)
+    held_out = [c.text for c in corpus.val_chapters]
+    model, tokenizer = load_model(profile, "qlora", verbose=False)
+    before = measure(model, tokenizer, prompts, reference, held_out, plan, seed=seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        trainer = train_style_adapter(model, tokenizer, prompt_completion_dataset(corpus.train),
+                                      style_sft_config(profile, plan, tmp, seed=seed, learning_rate=learning_rate))
+        seconds = time.perf_counter() - start
+    after = measure(trainer.model, tokenizer, prompts, reference, held_out, plan, seed=seed)
+    return {"seed": seed, "learning_rate": learning_rate, "steps": trainer.state.global_step,
+            "training_seconds": round(seconds, 1),
+            "distance_base": round(before["distance"], 3), "distance_tuned": round(after["distance"], 3),
+            "perplexity_base": round(before["perplexity"], 2), "perplexity_tuned": round(after["perplexity"], 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-notebook", action="store_true", help="skip the whole-notebook run")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = parser.parse_args()
+    os.environ.setdefault("COURSE_PROFILE", "tiny")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("MPLCONFIGDIR", tempfile.mkdtemp())
+    sys.path.insert(0, str(REPO_ROOT))
+
+    results: dict = {"profile": "tiny", "cpu_cores": os.cpu_count()}
+    if not args.no_notebook:
+        with tempfile.TemporaryDirectory() as tmp:
+            results["notebook"] = run_lab_notebook(Path(tmp))
+        print("whole lab:", results["notebook"], flush=True)
+    runs = []
+    for seed in args.seeds:
+        runs.append(train_and_measure(seed))
+        print(runs[-1], flush=True)
+    runs.append(train_and_measure(args.seeds[0], CHAPTER_LEARNING_RATE))
+    print(runs[-1], flush=True)
+    results["runs"] = runs
+
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+    if "notebook" in results:
+        nb = results["notebook"]
+        print("\n| whole lab (notebook 07, tiny) | wall time (s) | training (s) | peak memory (MB) | "
+              "style distance base -> tuned | held-out perplexity base -> tuned |\n|---|---:|---:|---:|---|---|")
+        print(f"| {NOTEBOOK.name} | {nb['seconds']} | {nb['training_seconds']} | {nb['peak_rss_mb']} | "
+              f"{nb['style_distance']['base']:.3f} -> {nb['style_distance']['tuned']:.3f} | "
+              f"{nb['held_out_perplexity']['base']:.2f} -> {nb['held_out_perplexity']['tuned']:.2f} |")
+    print("\n| seed | learning rate | steps | training (s) | distance base -> tuned | perplexity base -> tuned |\n"
+          "|---:|---:|---:|---:|---|---|")
+    for r in runs:
+        print(f"| {r['seed']} | {r['learning_rate']:g} | {r['steps']} | {r['training_seconds']} | "
+              f"{r['distance_base']} -> {r['distance_tuned']} | {r['perplexity_base']} -> {r['perplexity_tuned']} |")
+
+
+if __name__ == "__main__":
+    main()
