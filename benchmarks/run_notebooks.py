@@ -3,7 +3,7 @@
     python benchmarks/run_notebooks.py [notebooks/00_setup.ipynb ...]
 
 Peak memory is the highest resident set size of the notebook's kernel process (and its children), sampled every
-50 ms. Results go to benchmarks/results/notebooks.json and are printed as a markdown table.
+50 ms. Run it on an otherwise idle machine: the times are wall-clock. Results go to benchmarks/results/notebooks.json and are printed as a markdown table.
 """
 from __future__ import annotations
 
@@ -23,12 +23,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "notebooks.json"
 
 
-def tree_rss(pid: int) -> int:
-    try:
-        process = psutil.Process(pid)
-        return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])
-    except psutil.NoSuchProcess:
-        return 0
+def kernel_rss() -> int:
+    """Resident memory of this process's children: the notebook's kernel and whatever it started."""
+    total = 0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
 
 
 def run_notebook(path: Path) -> dict:
@@ -37,17 +40,17 @@ def run_notebook(path: Path) -> dict:
                             resources={"metadata": {"path": str(path.parent)}})
     peak, done = [0], threading.Event()
 
-    def sample(pid: int) -> None:
+    def sample() -> None:
         while not done.is_set():
-            peak[0] = max(peak[0], tree_rss(pid))
+            peak[0] = max(peak[0], kernel_rss())
             time.sleep(0.05)
 
+    sampler = threading.Thread(target=sample, daemon=True)
     start = time.perf_counter()
-    with client.setup_kernel():
-        pid = client.km.provisioner.process.pid
-        sampler = threading.Thread(target=sample, args=(pid,), daemon=True)
-        sampler.start()
+    sampler.start()
+    try:
         client.execute()
+    finally:
         done.set()
         sampler.join()
     return {"notebook": path.relative_to(REPO_ROOT).as_posix(),
