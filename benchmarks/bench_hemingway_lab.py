@@ -2,10 +2,10 @@
 
     python benchmarks/bench_hemingway_lab.py [--no-notebook] [--seeds 0 1 2]
 
-1. The whole lab: runs notebook 07 end to end as `make hemingway` does (into a temporary OUTPUT_DIR) and records
+1. The whole lab: runs notebook 07 end to end as `make run` does (into a temporary OUTPUT_DIR) and records
    its wall time, the peak resident memory of its kernel (sampled every 50 ms), and the two style-shift figures its
    run manifest reports: the style distance to the author and the held-out perplexity, base -> tuned.
-2. Robustness and the learning rate: trains the tiny plan (60 steps) with several seeds at the plan's learning
+2. Robustness and the learning rate: trains the tiny plan (40 steps) with several seeds at the plan's learning
    rate, and once at the chapter's 2e-4, and measures both figures each time (notebook 07 cites this comparison).
 
 Results go to benchmarks/results/hemingway_lab.json and are printed as markdown tables.
@@ -27,14 +27,22 @@ NOTEBOOK = REPO_ROOT / "notebooks" / "07_hemingway_style_lab.ipynb"
 CHAPTER_LEARNING_RATE = 2e-4
 
 
+def tree_rss(pid: int) -> int:
+    """Resident memory of a process and its children, in bytes (0 once it has exited)."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])
+    except psutil.NoSuchProcess:
+        return 0
+
+
 def run_lab_notebook(output_dir: Path) -> dict:
     """Execute notebook 07 with papermill's parameters injected; wall time, kernel peak RSS, manifest figures."""
     from nbclient import NotebookClient
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
-
-    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-    from run_notebooks import tree_rss
 
     notebook = parameterize_notebook(load_notebook_node(str(NOTEBOOK)),
                                      {"PROFILE": "tiny", "OUTPUT_DIR": str(output_dir)})
@@ -51,7 +59,8 @@ def run_lab_notebook(output_dir: Path) -> dict:
     with client.setup_kernel():
         sampler = threading.Thread(target=sample, args=(client.km.provisioner.process.pid,), daemon=True)
         sampler.start()
-        client.execute()
+        for index, cell in enumerate(notebook.cells):
+            client.execute_cell(cell, index)
         done.set()
         sampler.join()
     seconds = time.perf_counter() - start
@@ -65,16 +74,15 @@ def run_lab_notebook(output_dir: Path) -> dict:
 
 def train_and_measure(seed: int, learning_rate: float | None = None) -> dict:
     """One lab run in this process (no notebook): base and tuned figures for a seed and a learning rate."""
-    import torch
+    from transformers import set_seed
 
-    from course_utils.lab import (lab_plan, lab_prompts, measure, prompt_completion_dataset, style_sft_config,
-                                  train_style_adapter)
-    from course_utils.models import load_model
+    from course_utils.lab import (lab_plan, lab_prompts, measure, prompt_completion_dataset, style_lora_config,
+                                  style_sft_config, train_style_adapter)
+    from course_utils.qlora import load_qlora_model
     from course_utils.profiles import get_profile
     from course_utils.style_corpus import build_style_corpus
     from course_utils.stylometry import author_reference
 
-    torch.manual_seed(seed)
     profile = get_profile("tiny")
     plan = lab_plan(profile)
     learning_rate = learning_rate or plan.learning_rate
@@ -82,12 +90,16 @@ def train_and_measure(seed: int, learning_rate: float | None = None) -> dict:
     reference = author_reference([p.text for p in corpus.train])
     prompts, _ = lab_prompts(corpus, plan.measure_prompts)
     held_out = [c.text for c in corpus.val_chapters]
-    model, tokenizer = load_model(profile, "qlora", verbose=False)
-    before = measure(model, tokenizer, prompts, reference, held_out, plan, seed=seed)
+    set_seed(seed)
+    model, tokenizer, backend = load_qlora_model(profile, style_lora_config(),
+                                                 gradient_checkpointing=plan.gradient_checkpointing, verbose=False)
+    with model.disable_adapter():
+        before = measure(model, tokenizer, prompts, reference, held_out, plan, seed=seed)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         trainer = train_style_adapter(model, tokenizer, prompt_completion_dataset(corpus.train),
-                                      style_sft_config(profile, plan, tmp, seed=seed, learning_rate=learning_rate))
+                                      style_sft_config(profile, plan, tmp, seed=seed, learning_rate=learning_rate),
+                                      backend)
         seconds = time.perf_counter() - start
     after = measure(trainer.model, tokenizer, prompts, reference, held_out, plan, seed=seed)
     return {"seed": seed, "learning_rate": learning_rate, "steps": trainer.state.global_step,

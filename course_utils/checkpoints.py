@@ -173,14 +173,22 @@ def resume_point(run_dir: str | Path, verbose: bool = True) -> str | None:
         if last is None:
             print(f"No complete checkpoint in {run_dir}: training starts at step 0.")
         else:
-            print(f"Resuming from {last.name}: training continues after step {step_of(last)}.")
+            print(f"Found {last.name}, the last complete checkpoint of this run (step {step_of(last)}).")
     return None if last is None else str(last)
 
 
-def run_finished(checkpoint: str | Path | None, max_steps: int) -> bool:
-    """True when the checkpoint to resume from already reached max_steps. Trainer, asked to resume such a run,
-    trains one step more before it checks (transformers 5.17), so a finished run is restored instead."""
-    return checkpoint is not None and max_steps > 0 and step_of(checkpoint) >= max_steps
+def run_finished(checkpoint: str | Path | None, max_steps: int = -1) -> bool:
+    """True when the checkpoint to resume from already reached the run's last step: `max_steps` when it is set
+    (> 0), else the step count Trainer recorded in the checkpoint (a run set by epochs). Trainer, asked to resume
+    such a run, trains one step more before it checks (transformers 5.17), so a finished run is restored instead."""
+    if checkpoint is None:
+        return False
+    if max_steps <= 0:
+        try:
+            max_steps = json.loads((Path(checkpoint) / "trainer_state.json").read_text())["max_steps"]
+        except (OSError, ValueError, KeyError):
+            return False
+    return max_steps > 0 and step_of(checkpoint) >= max_steps
 
 
 def restore_finished_run(trainer, checkpoint: str | Path) -> None:

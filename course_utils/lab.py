@@ -17,6 +17,7 @@ import torch
 from .evaluation import mean_loss, token_ids
 from .models import load_dtype, model_source
 from .profiles import TINY, Profile
+from .qlora import CHECKPOINTING_KWARGS, adapters_to_fp32, optimizer_for, precision_flags
 from .style_corpus import StyleCorpus, instruction_examples, prompt_text
 from .stylometry import AuthorReference, style_profile, text_distance
 
@@ -77,13 +78,11 @@ def lab_plan(profile: Profile) -> LabPlan:
 def run_id(**settings) -> str:
     """A short fingerprint of what defines a training run (data hash, model, plan, seed...): checkpoints are kept
     under it, so a rerun resumes its own checkpoint and never one of a different run."""
-    text = json.dumps(settings, sort_keys=True, default=str)
+    def plain(value):  # sets (e.g. LoraConfig.target_modules) in sorted order: the same in every process
+        return sorted(value) if isinstance(value, (set, frozenset)) else str(value)
+
+    text = json.dumps(settings, sort_keys=True, default=plain)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
-
-
-def precision_flags(profile: Profile) -> dict[str, bool]:
-    """SFTConfig's precision switches, from the profile (never a hard-coded bf16=True: a T4 has no bf16)."""
-    return {"fp16": profile.dtype == "float16", "bf16": profile.dtype == "bfloat16", "use_cpu": profile.device == "cpu"}
 
 
 def lab_prompts(corpus: StyleCorpus, n: int) -> tuple[list[str], list[str]]:
@@ -193,23 +192,22 @@ def style_sft_config(profile: Profile, plan: LabPlan, output_dir, seed: int = SE
         output_dir=str(output_dir), per_device_train_batch_size=profile.batch_size,
         gradient_accumulation_steps=profile.grad_accum, learning_rate=plan.learning_rate,
         num_train_epochs=plan.epochs, max_steps=plan.max_steps, lr_scheduler_type="linear", warmup_steps=5,
-        max_length=profile.max_seq_length, completion_only_loss=True,
-        gradient_checkpointing=plan.gradient_checkpointing, logging_steps=plan.logging_steps, save_strategy="no",
+        optim=optimizer_for(profile), max_length=profile.max_seq_length, completion_only_loss=True,
+        gradient_checkpointing=plan.gradient_checkpointing, gradient_checkpointing_kwargs=CHECKPOINTING_KWARGS,
+        logging_steps=plan.logging_steps, save_strategy="no",
         seed=seed, report_to="none", disable_tqdm=True, **precision_flags(profile),
     )
     return SFTConfig(**{**settings, **overrides})
 
 
-def train_style_adapter(model, tokenizer, train_dataset, sft_config, lora_config=None):
-    """Train a style adapter with trl's SFTTrainer (prompt/completion data: loss on the completion only).
-    The seed is set first, so the adapter's random initialisation is the same every run.
-    Returns the trainer; trainer.model is the PEFT model."""
-    from transformers import set_seed
+def train_style_adapter(model, tokenizer, train_dataset, sft_config, backend: str = "transformers"):
+    """Train the LoRA adapter of `model` (a peft model from qlora.load_qlora_model) with trl's SFTTrainer, as
+    notebook 07 does: prompt/completion data (loss on the completion only), the adapter put back in fp32 after
+    SFTTrainer casts it to bf16. Returns the trainer; trainer.model is the trained peft model."""
     from trl import SFTTrainer
 
-    set_seed(sft_config.seed)
-    trainer = SFTTrainer(model=model, args=sft_config, train_dataset=train_dataset, processing_class=tokenizer,
-                         peft_config=lora_config or style_lora_config())
+    trainer = SFTTrainer(model=model, args=sft_config, train_dataset=train_dataset, processing_class=tokenizer)
+    adapters_to_fp32(trainer.model, backend)
     trainer.train()
     return trainer
 
@@ -221,3 +219,4 @@ def prompt_completion_dataset(passages):
     from .style_corpus import to_prompt_completion
 
     return Dataset.from_list([to_prompt_completion(e) for e in instruction_examples(passages)])
+

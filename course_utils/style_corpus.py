@@ -168,7 +168,10 @@ def read_style_jsonl(path: str | Path) -> dict[str, list[Passage]]:
             split = record.get("split", "train")
             if split not in splits:
                 raise ValueError(f"{path}, line {number}: field 'split' is {split!r}; use 'train' or 'val'")
-            splits[split].append(Passage(str(record.get("book", "")), int(record.get("chapter", 0)), record["text"]))
+            chapter = record.get("chapter", 0)
+            if not isinstance(chapter, int) or isinstance(chapter, bool):
+                raise ValueError(f"{path}, line {number}: field 'chapter' is {chapter!r}; it must be a whole number")
+            splits[split].append(Passage(str(record.get("book", "")), chapter, record["text"]))
     return splits
 
 

@@ -108,6 +108,16 @@ def test_a_run_that_reached_max_steps_is_finished():
     assert not run_finished("runs/x/checkpoint-24", max_steps=30) and not run_finished(None, max_steps=30)
 
 
+def test_a_run_set_by_epochs_is_finished_when_its_recorded_steps_are_done(tmp_path):
+    for step, recorded in [(120, 120), (90, 120)]:
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "trainer_state.json").write_text(json.dumps({"global_step": step, "max_steps": recorded}))
+    assert run_finished(tmp_path / "checkpoint-120") and run_finished(tmp_path / "checkpoint-120", max_steps=-1)
+    assert not run_finished(tmp_path / "checkpoint-90")
+    assert not run_finished(tmp_path / "no-such-checkpoint-5")  # nothing recorded: not known to be finished
+
+
 # ------------------------------------------------------------------------------------------------ adapters
 
 @pytest.fixture(scope="module")

@@ -6,28 +6,91 @@ Hemingway's style profile than the base model's (same prompts, seed and sampling
 which it never trained on, are less surprising to it (lower perplexity). The run uses a different seed from the
 notebook's, so that a pass does not hinge on one lucky draw. Then: the saved adapter, merged into the unquantized
 base, writes exactly what base + adapter writes.
-"""
-import pytest
-import torch
-from peft import PeftModel
 
-from course_utils.lab import (generate_completions, lab_plan, lab_prompts, load_base_for_merge, measure,
-                              prompt_completion_dataset, style_sft_config, train_style_adapter)
-from course_utils.models import load_model
+Also: the plan each profile gets (the chapter's recipe on GPU profiles), and the run
+manifest (what it records, and that it refuses to store a token).
+"""
+import json
+
+import pytest
+from peft import PeftModel
+from transformers import set_seed
+
+from course_utils.lab import (CHAPTER_PLAN, SEVEN_MODULES, generate_completions, lab_plan, lab_prompts,
+                              load_base_for_merge, measure, prompt_completion_dataset, run_id,
+                              style_lora_config, style_sft_config, train_style_adapter)
+from course_utils.manifest import build_manifest, file_sha256, model_revision, write_manifest
 from course_utils.paths import TINY_MODEL_DIR
-from course_utils.profiles import get_profile
+from course_utils.profiles import PROFILES, get_profile
+from course_utils.qlora import load_qlora_model
 from course_utils.style_corpus import build_style_corpus
 from course_utils.stylometry import author_reference
 
 SEED = 1  # the notebook uses 0
 
-pytestmark = pytest.mark.skipif(not (TINY_MODEL_DIR / "model.safetensors").exists(),
-                                reason="the bundled tiny model (data/tiny_model) is missing")
+needs_tiny_model = pytest.mark.skipif(not (TINY_MODEL_DIR / "model.safetensors").exists(),
+                                      reason="the bundled tiny model (data/tiny_model) is missing")
+
+
+def test_gpu_profiles_get_the_chapters_recipe():
+    t4 = PROFILES["t4"]
+    plan = lab_plan(t4)
+    assert plan is CHAPTER_PLAN
+    assert (t4.batch_size, t4.grad_accum, plan.learning_rate, plan.epochs, plan.max_steps) == (2, 4, 2e-4, 2, -1)
+    assert t4.model_for("qlora") == "unsloth/Llama-3.2-3B-Instruct" and t4.uses_4bit("qlora")
+    assert lab_plan(PROFILES["gpu"]) is CHAPTER_PLAN
+
+
+def test_tiny_profile_trains_far_fewer_steps():
+    plan = lab_plan(PROFILES["tiny"])
+    assert 0 < plan.max_steps <= 60 and plan.learning_rate > CHAPTER_PLAN.learning_rate
+
+
+def test_lora_is_the_chapters(tmp_path):
+    lora = style_lora_config()
+    assert (lora.r, lora.lora_alpha, lora.lora_dropout) == (16, 32, 0.0)
+    assert set(lora.target_modules) == set(SEVEN_MODULES) and len(SEVEN_MODULES) == 7
+    config = style_sft_config(PROFILES["tiny"], lab_plan(PROFILES["tiny"]), tmp_path)
+    assert config.completion_only_loss and config.use_cpu and not config.bf16 and not config.fp16
+
+
+def test_run_id_changes_with_what_defines_the_run():
+    assert run_id(data="a", seed=0) == run_id(seed=0, data="a")
+    assert run_id(data="a", seed=0) != run_id(data="b", seed=0) != run_id(data="a", seed=1)
+    # sets (LoraConfig's target_modules) are hashed in sorted order, the same in every Python process
+    assert run_id(modules={"q_proj", "k_proj", "v_proj"}) == run_id(modules=["k_proj", "q_proj", "v_proj"])
+
+
+def test_manifest_records_the_run_and_refuses_a_token(tmp_path):
+    data = tmp_path / "style.jsonl"
+    data.write_text('{"text": "x"}\n')
+    manifest = build_manifest(profile=PROFILES["tiny"], base_model="tiny", revision="sha256:00", data_file=data,
+                              data_sha256=file_sha256(data), seed=0, hyperparameters={"lr": 2e-3}, seconds=1.26,
+                              results={"distance": 1.0})
+    for key in ("libraries", "profile", "base_model", "data", "seed", "hyperparameters", "seconds", "peak_memory"):
+        assert key in manifest
+    assert manifest["libraries"]["peft"] and manifest["peak_memory"]["ram_peak_mb"] > 0
+    path = write_manifest(manifest, tmp_path / "adapter" / "manifest.json")
+    assert json.loads(path.read_text())["data"]["sha256"] == file_sha256(data)
+    for secret in ({"hub_token": "abc"}, {"notes": "hf_" + "a" * 30}):
+        with pytest.raises(ValueError, match="secret"):
+            write_manifest({**manifest, **secret}, tmp_path / "leak.json")
+    assert not (tmp_path / "leak.json").exists()
+
+
+@needs_tiny_model
+def test_local_base_model_revision_is_the_hash_of_its_weights():
+    class Config:
+        _commit_hash = None
+
+    class Model:
+        config = Config()
+
+    assert model_revision(Model(), str(TINY_MODEL_DIR)) == "sha256:" + file_sha256(TINY_MODEL_DIR / "model.safetensors")
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    torch.manual_seed(SEED)
     profile = get_profile("tiny")
     plan = lab_plan(profile)
     corpus = build_style_corpus("hemingway")
@@ -35,11 +98,14 @@ def lab(tmp_path_factory):
     prompts, _ = lab_prompts(corpus, plan.measure_prompts)
     held_out = [c.text for c in corpus.val_chapters]
 
-    model, tokenizer = load_model(profile, "qlora", verbose=False)
-    before = measure(model, tokenizer, prompts, reference, held_out, plan, seed=SEED)
+    set_seed(SEED)
+    model, tokenizer, backend = load_qlora_model(profile, style_lora_config(),
+                                                 gradient_checkpointing=plan.gradient_checkpointing, verbose=False)
+    with model.disable_adapter():
+        before = measure(model, tokenizer, prompts, reference, held_out, plan, seed=SEED)
     output_dir = tmp_path_factory.mktemp("lab")
     trainer = train_style_adapter(model, tokenizer, prompt_completion_dataset(corpus.train),
-                                  style_sft_config(profile, plan, output_dir / "run", seed=SEED))
+                                  style_sft_config(profile, plan, output_dir / "run", seed=SEED), backend)
     after = measure(trainer.model, tokenizer, prompts, reference, held_out, plan, seed=SEED)
     adapter_dir = output_dir / "adapter"
     trainer.model.save_pretrained(adapter_dir)
@@ -47,6 +113,7 @@ def lab(tmp_path_factory):
             "prompts": prompts, "adapter_dir": adapter_dir}
 
 
+@needs_tiny_model
 def test_training_ran_the_planned_steps_and_the_loss_fell(lab):
     trainer = lab["trainer"]
     assert trainer.state.global_step == lab_plan(lab["profile"]).max_steps
@@ -54,16 +121,19 @@ def test_training_ran_the_planned_steps_and_the_loss_fell(lab):
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5
 
 
+@needs_tiny_model
 def test_tuned_model_writes_closer_to_the_author_than_the_base(lab):
     before, after = lab["before"]["distance"], lab["after"]["distance"]
     assert after < before, f"style distance to Hemingway did not fall: base {before:.3f}, tuned {after:.3f}"
 
 
+@needs_tiny_model
 def test_tuned_model_finds_held_out_chapters_less_surprising(lab):
     before, after = lab["before"]["perplexity"], lab["after"]["perplexity"]
     assert after < before, f"held-out perplexity did not fall: base {before:.2f}, tuned {after:.2f}"
 
 
+@needs_tiny_model
 def test_same_seed_gives_same_completions(lab):
     trainer, tokenizer = lab["trainer"], lab["tokenizer"]
     again = generate_completions(trainer.model, tokenizer, lab["prompts"][:2], seed=SEED, max_new_tokens=20)
@@ -71,6 +141,7 @@ def test_same_seed_gives_same_completions(lab):
     assert again == twice
 
 
+@needs_tiny_model
 def test_merged_model_writes_what_base_plus_adapter_writes(lab):
     tokenizer, prompt = lab["tokenizer"], lab["prompts"][:2]
     with_adapter = PeftModel.from_pretrained(load_base_for_merge(lab["profile"]), lab["adapter_dir"])

@@ -99,6 +99,9 @@ def test_style_jsonl_errors_name_the_file_line_and_field(tmp_path):
     path.write_text('{"text": "fine", "split": "test"}\n', encoding="utf-8")
     with pytest.raises(ValueError, match=r"line 1: field 'split'"):
         read_style_jsonl(path)
+    path.write_text('{"text": "fine", "chapter": "two"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"line 1: field 'chapter'"):
+        read_style_jsonl(path)
     path.write_text('{"text": \n', encoding="utf-8")
     with pytest.raises(ValueError, match=r"line 1: not valid JSON"):
         read_style_jsonl(path)
