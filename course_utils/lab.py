@@ -99,7 +99,10 @@ def lab_prompts(corpus: StyleCorpus, n: int) -> tuple[list[str], list[str]]:
 def generate_completions(model, tokenizer, prompts: list[str], *, seed: int, max_new_tokens: int,
                          temperature: float | None = 1.0, top_p: float = 0.95, batch_size: int = 32) -> list[str]:
     """The completion (new text only) of every prompt. Sampling starts from torch.manual_seed(seed), so two models
-    given the same prompts, seed and settings draw from the same random stream; temperature=None means greedy."""
+    given the same prompts, seed and settings draw from the same random stream; temperature=None means greedy.
+    Generation stops at the tokenizer's end-of-text token for every model: SFTTrainer appends that token to each
+    completion, and the Trainer under it rewrites the trained model's stop tokens to that one alone (transformers
+    5.17), so the base model must stop at the same token for the comparison to be fair."""
     torch.manual_seed(seed)
     was_training, side = model.training, tokenizer.padding_side
     model.eval()
@@ -110,7 +113,7 @@ def generate_completions(model, tokenizer, prompts: list[str], *, seed: int, max
         for start in range(0, len(prompts), batch_size):
             batch = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True).to(model.device)
             output = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                    **sampling)
+                                    eos_token_id=tokenizer.eos_token_id, **sampling)
             new = output[:, batch["input_ids"].shape[1]:]
             completions += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
     finally:

@@ -16,8 +16,8 @@ import pytest
 from peft import PeftModel
 from transformers import set_seed
 
-from course_utils.lab import (CHAPTER_PLAN, SEVEN_MODULES, generate_completions, lab_plan, lab_prompts,
-                              load_base_for_merge, measure, prompt_completion_dataset, run_id,
+from course_utils.lab import (CHAPTER_PLAN, SEVEN_MODULES, generate_completions, hub_token, lab_plan, lab_prompts,
+                              load_base_for_merge, measure, prompt_completion_dataset, push_adapter, run_id,
                               style_lora_config, style_sft_config, train_style_adapter)
 from course_utils.manifest import build_manifest, file_sha256, model_revision, write_manifest
 from course_utils.paths import TINY_MODEL_DIR
@@ -149,3 +149,39 @@ def test_merged_model_writes_what_base_plus_adapter_writes(lab):
     merged = with_adapter.merge_and_unload()
     assert not isinstance(merged, PeftModel)
     assert generate_completions(merged, tokenizer, prompt, seed=0, max_new_tokens=40, temperature=None) == expected
+
+
+class FakeHubApi:
+    """Records what push_adapter asks the Hub for, without any network."""
+    calls: list = []
+
+    def __init__(self, token=None):
+        self.calls.append(("token", token))
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id, kwargs))
+
+    def upload_folder(self, **kwargs):
+        self.calls.append(("upload_folder", kwargs))
+
+
+def test_push_is_private_unless_told_otherwise(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHubApi)
+    FakeHubApi.calls = []
+    url = push_adapter(tmp_path, "someone/hemingway-lora", token="hf_fake")
+    assert url == "https://huggingface.co/someone/hemingway-lora"
+    (_, token), (_, repo, create), (_, upload) = FakeHubApi.calls
+    assert token == "hf_fake" and repo == "someone/hemingway-lora" and create["private"] is True
+    assert upload["folder_path"] == str(tmp_path) and upload["repo_id"] == "someone/hemingway-lora"
+    FakeHubApi.calls = []
+    push_adapter(tmp_path, "someone/public-lora", token="hf_fake", private=False)
+    assert FakeHubApi.calls[1][2]["private"] is False
+
+
+def test_hub_token_comes_only_from_the_user(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_from_env")
+    assert hub_token() == "hf_from_env"
+    monkeypatch.delenv("HF_TOKEN")
+    assert hub_token() is None  # not on Colab and no variable: no push
