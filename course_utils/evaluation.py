@@ -9,8 +9,8 @@ import torch
 def token_ids(tokenizer, texts: list[str]) -> torch.Tensor:
     """The texts as one row of token ids, each text followed by the end-of-text token."""
     ids: list[int] = []
-    for text in texts:
-        ids += tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    for text in texts:  # verbose=False: a whole chapter is longer than the model's context; it is cut into blocks later
+        ids += tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"] + [tokenizer.eos_token_id]
     return torch.tensor(ids, dtype=torch.long)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from datasets import Dataset
 
+from .evaluation import token_ids
 from .profiles import TINY, Profile
 
 
@@ -10,9 +11,7 @@ def block_dataset(tokenizer, texts: list[str], block_size: int) -> Dataset:
     """The texts as one stream of tokens (each text ends with the end-of-text token), cut into consecutive
     blocks of `block_size` tokens; the incomplete last block is dropped. Columns: input_ids, attention_mask.
     DataCollatorForLanguageModeling(mlm=False) then makes the labels (a copy of input_ids)."""
-    ids: list[int] = []
-    for text in texts:  # verbose=False: a whole chapter is longer than the model's context, and that is fine here
-        ids += tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"] + [tokenizer.eos_token_id]
+    ids = token_ids(tokenizer, texts).tolist()
     n = len(ids) // block_size
     if n == 0:
         raise ValueError(f"the texts hold {len(ids)} tokens, fewer than one block of {block_size}")
