@@ -94,14 +94,14 @@ def train_and_measure(seed: int, learning_rate: float | None = None) -> dict:
     model, tokenizer, backend = load_qlora_model(profile, style_lora_config(),
                                                  gradient_checkpointing=plan.gradient_checkpointing, verbose=False)
     with model.disable_adapter():
-        before = measure(model, tokenizer, prompts, reference, held_out, plan, seed=seed)
+        before = measure(model, tokenizer, prompts, reference, held_out, plan, seed=seed, backend=backend)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         trainer = train_style_adapter(model, tokenizer, prompt_completion_dataset(corpus.train),
                                       style_sft_config(profile, plan, tmp, seed=seed, learning_rate=learning_rate),
                                       backend)
         seconds = time.perf_counter() - start
-    after = measure(trainer.model, tokenizer, prompts, reference, held_out, plan, seed=seed)
+    after = measure(trainer.model, tokenizer, prompts, reference, held_out, plan, seed=seed, backend=backend)
     return {"seed": seed, "learning_rate": learning_rate, "steps": trainer.state.global_step,
             "training_seconds": round(seconds, 1),
             "distance_base": round(before["distance"], 3), "distance_tuned": round(after["distance"], 3),

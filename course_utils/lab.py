@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -133,14 +134,34 @@ def style_distance(completions: list[str], reference: AuthorReference) -> float:
     return text_distance("\n\n".join(completions), reference)
 
 
+@contextmanager
+def inference_mode(model, backend: str = "transformers"):
+    """Generation and evaluation on an unsloth model need FastLanguageModel.for_inference first, and
+    FastLanguageModel.for_training after, before the trainer takes over again. On the transformers path there is
+    nothing to switch (generate_completions puts the model in eval mode and back itself)."""
+    if backend != "unsloth":
+        yield model
+        return
+    from unsloth import FastLanguageModel
+
+    FastLanguageModel.for_inference(model)
+    try:
+        yield model
+    finally:
+        FastLanguageModel.for_training(model)
+
+
 def measure(model, tokenizer, prompts: list[str], reference: AuthorReference, held_out: list[str], plan: LabPlan,
-            seed: int = SEED) -> dict:
-    """Completions of the prompts, their style profile and distance to the author, and held-out perplexity."""
-    completions = generate_completions(model, tokenizer, prompts, seed=seed, max_new_tokens=plan.max_new_tokens,
-                                       temperature=plan.temperature, top_p=plan.top_p)
+            seed: int = SEED, backend: str = "transformers") -> dict:
+    """Completions of the prompts, their style profile and distance to the author, and held-out perplexity.
+    `backend` is load_qlora_model's ("unsloth" or "transformers")."""
+    with inference_mode(model, backend):
+        completions = generate_completions(model, tokenizer, prompts, seed=seed, max_new_tokens=plan.max_new_tokens,
+                                           temperature=plan.temperature, top_p=plan.top_p)
+        perplexity = held_out_perplexity(model, tokenizer, held_out, plan)
     text = "\n\n".join(completions)
     return {"completions": completions, "profile": style_profile(text), "distance": text_distance(text, reference),
-            "perplexity": held_out_perplexity(model, tokenizer, held_out, plan)}
+            "perplexity": perplexity}
 
 
 def load_base_for_merge(profile: Profile):

@@ -16,9 +16,9 @@ import pytest
 from peft import PeftModel
 from transformers import set_seed
 
-from course_utils.lab import (CHAPTER_PLAN, SEVEN_MODULES, generate_completions, hub_token, lab_plan, lab_prompts,
-                              load_base_for_merge, measure, prompt_completion_dataset, push_adapter, run_id,
-                              style_lora_config, style_sft_config, train_style_adapter)
+from course_utils.lab import (CHAPTER_PLAN, SEVEN_MODULES, generate_completions, hub_token, inference_mode, lab_plan,
+                              lab_prompts, load_base_for_merge, measure, prompt_completion_dataset, push_adapter,
+                              run_id, style_lora_config, style_sft_config, train_style_adapter)
 from course_utils.manifest import build_manifest, file_sha256, model_revision, write_manifest
 from course_utils.paths import TINY_MODEL_DIR
 from course_utils.profiles import PROFILES, get_profile
@@ -102,11 +102,11 @@ def lab(tmp_path_factory):
     model, tokenizer, backend = load_qlora_model(profile, style_lora_config(),
                                                  gradient_checkpointing=plan.gradient_checkpointing, verbose=False)
     with model.disable_adapter():
-        before = measure(model, tokenizer, prompts, reference, held_out, plan, seed=SEED)
+        before = measure(model, tokenizer, prompts, reference, held_out, plan, seed=SEED, backend=backend)
     output_dir = tmp_path_factory.mktemp("lab")
     trainer = train_style_adapter(model, tokenizer, prompt_completion_dataset(corpus.train),
                                   style_sft_config(profile, plan, output_dir / "run", seed=SEED), backend)
-    after = measure(trainer.model, tokenizer, prompts, reference, held_out, plan, seed=SEED)
+    after = measure(trainer.model, tokenizer, prompts, reference, held_out, plan, seed=SEED, backend=backend)
     adapter_dir = output_dir / "adapter"
     trainer.model.save_pretrained(adapter_dir)
     return {"profile": profile, "before": before, "after": after, "trainer": trainer, "tokenizer": tokenizer,
@@ -185,3 +185,26 @@ def test_hub_token_comes_only_from_the_user(monkeypatch):
     assert hub_token() == "hf_from_env"
     monkeypatch.delenv("HF_TOKEN")
     assert hub_token() is None  # not on Colab and no variable: no push
+
+
+def test_unsloth_models_are_switched_to_inference_and_back_for_measuring(monkeypatch):
+    """The GPU path's switch, checked on the CPU with a stand-in for unsloth's FastLanguageModel."""
+    import sys
+    import types
+
+    calls = []
+    fake = types.SimpleNamespace(for_inference=lambda m: calls.append(("inference", m)),
+                                 for_training=lambda m: calls.append(("training", m)))
+    monkeypatch.setitem(sys.modules, "unsloth", types.SimpleNamespace(FastLanguageModel=fake))
+    with inference_mode("model", backend="unsloth"):
+        calls.append(("measure", "model"))
+    assert calls == [("inference", "model"), ("measure", "model"), ("training", "model")]
+    calls.clear()
+    with pytest.raises(RuntimeError):
+        with inference_mode("model", backend="unsloth"):
+            raise RuntimeError("generation failed")
+    assert calls[-1] == ("training", "model")  # back in training mode even after an error
+    calls.clear()
+    with inference_mode("model", backend="transformers"):
+        pass
+    assert calls == []
