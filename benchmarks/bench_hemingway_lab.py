@@ -17,8 +17,6 @@ import json
 import os
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -27,83 +25,28 @@ NOTEBOOK = REPO_ROOT / "notebooks" / "07_hemingway_style_lab.ipynb"
 CHAPTER_LEARNING_RATE = 2e-4
 
 
-def tree_rss(pid: int) -> int:
-    """Resident memory of a process and its children, in bytes (0 once it has exited)."""
-    import psutil
-
-    try:
-        process = psutil.Process(pid)
-        return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])
-    except psutil.NoSuchProcess:
-        return 0
-
-
 def run_lab_notebook(output_dir: Path) -> dict:
-    """Execute notebook 07 with papermill's parameters injected; wall time, kernel peak RSS, manifest figures."""
-    from nbclient import NotebookClient
-    from papermill.iorw import load_notebook_node
-    from papermill.parameterize import parameterize_notebook
+    """Execute notebook 07 on the tiny profile: wall time, kernel peak memory and the figures of its manifest."""
+    from run_notebooks import run_notebook
 
-    notebook = parameterize_notebook(load_notebook_node(str(NOTEBOOK)),
-                                     {"PROFILE": "tiny", "OUTPUT_DIR": str(output_dir)})
-    client = NotebookClient(notebook, timeout=1800, kernel_name="python3",
-                            resources={"metadata": {"path": str(NOTEBOOK.parent)}})
-    peak, done = [0], threading.Event()
-
-    def sample(pid: int) -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], tree_rss(pid))
-            time.sleep(0.05)
-
-    start = time.perf_counter()
-    with client.setup_kernel():
-        sampler = threading.Thread(target=sample, args=(client.km.provisioner.process.pid,), daemon=True)
-        sampler.start()
-        for index, cell in enumerate(notebook.cells):
-            client.execute_cell(cell, index)
-        done.set()
-        sampler.join()
-    seconds = time.perf_counter() - start
-    manifest = json.loads((output_dir / "hemingway-lora" / "manifest.json").read_text())
-    return {"seconds": round(seconds, 1), "peak_rss_mb": round(peak[0] / 1e6),
-            "training_seconds": manifest["results"]["training_seconds"],
-            "style_distance": manifest["results"]["style_distance"],
-            "held_out_perplexity": manifest["results"]["held_out_perplexity"],
-            "merged_matches_adapter": manifest["results"]["merged_matches_adapter"]}
+    row = run_notebook(NOTEBOOK, {"PROFILE": "tiny", "OUTPUT_DIR": str(output_dir)})
+    results = json.loads((output_dir / "hemingway-lora" / "manifest.json").read_text())["results"]
+    return {"seconds": row["seconds"], "peak_rss_mb": row["peak_rss_mb"],
+            "training_seconds": results["training_seconds"], "style_distance": results["style_distance"],
+            "held_out_perplexity": results["held_out_perplexity"],
+            "merged_matches_adapter": results["merged_matches_adapter"]}
 
 
 def train_and_measure(seed: int, learning_rate: float | None = None) -> dict:
     """One lab run in this process (no notebook): base and tuned figures for a seed and a learning rate."""
-    from transformers import set_seed
+    from course_utils.lab import TINY_PLAN, lab_run
 
-    from course_utils.lab import (lab_plan, lab_prompts, measure, prompt_completion_dataset, style_lora_config,
-                                  style_sft_config, train_style_adapter)
-    from course_utils.qlora import load_qlora_model
-    from course_utils.profiles import get_profile
-    from course_utils.style_corpus import build_style_corpus
-    from course_utils.stylometry import author_reference
-
-    profile = get_profile("tiny")
-    plan = lab_plan(profile)
-    learning_rate = learning_rate or plan.learning_rate
-    corpus = build_style_corpus("hemingway")
-    reference = author_reference([p.text for p in corpus.train])
-    prompts, _ = lab_prompts(corpus, plan.measure_prompts)
-    held_out = [c.text for c in corpus.val_chapters]
-    set_seed(seed)
-    model, tokenizer, backend = load_qlora_model(profile, style_lora_config(),
-                                                 gradient_checkpointing=plan.gradient_checkpointing, verbose=False)
-    with model.disable_adapter():
-        before = measure(model, tokenizer, prompts, reference, held_out, plan, seed=seed, backend=backend)
+    learning_rate = learning_rate or TINY_PLAN.learning_rate
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        trainer = train_style_adapter(model, tokenizer, prompt_completion_dataset(corpus.train),
-                                      style_sft_config(profile, plan, tmp, seed=seed, learning_rate=learning_rate),
-                                      backend)
-        seconds = time.perf_counter() - start
-    after = measure(trainer.model, tokenizer, prompts, reference, held_out, plan, seed=seed, backend=backend)
-    return {"seed": seed, "learning_rate": learning_rate, "steps": trainer.state.global_step,
-            "training_seconds": round(seconds, 1),
+        run = lab_run(tmp, seed=seed, learning_rate=learning_rate)
+    before, after = run["before"], run["after"]
+    return {"seed": seed, "learning_rate": learning_rate, "steps": run["trainer"].state.global_step,
+            "training_seconds": round(run["training_seconds"], 1),
             "distance_base": round(before["distance"], 3), "distance_tuned": round(after["distance"], 3),
             "perplexity_base": round(before["perplexity"], 2), "perplexity_tuned": round(after["perplexity"], 2)}
 
@@ -116,7 +59,7 @@ def main() -> None:
     os.environ.setdefault("COURSE_PROFILE", "tiny")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("MPLCONFIGDIR", tempfile.mkdtemp())
-    sys.path.insert(0, str(REPO_ROOT))
+    sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "benchmarks")]
 
     results: dict = {"profile": "tiny", "cpu_cores": os.cpu_count()}
     if not args.no_notebook:

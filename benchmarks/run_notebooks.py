@@ -3,7 +3,8 @@
     python benchmarks/run_notebooks.py [notebooks/00_setup.ipynb ...]
 
 Peak memory is the highest resident set size of the notebook's kernel process (and its children), sampled every
-50 ms. Run it on an otherwise idle machine: the times are wall-clock. Results go to benchmarks/results/notebooks.json and are printed as a markdown table.
+50 ms. Run it on an otherwise idle machine: the times are wall-clock. Results go to
+benchmarks/results/notebooks.json and are printed as a markdown table.
 """
 from __future__ import annotations
 
@@ -34,8 +35,15 @@ def kernel_rss() -> int:
     return total
 
 
-def run_notebook(path: Path) -> dict:
-    notebook = nbformat.read(path, as_version=4)
+def run_notebook(path: Path, parameters: dict | None = None) -> dict:
+    """Execute one notebook (with papermill's `parameters` injected, if given): its wall time and peak memory."""
+    if parameters:
+        from papermill.iorw import load_notebook_node  # papermill's reader: every cell gets its tags list
+        from papermill.parameterize import parameterize_notebook
+
+        notebook = parameterize_notebook(load_notebook_node(str(path)), parameters)
+    else:
+        notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(notebook, timeout=1800, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
     peak, done = [0], threading.Event()

@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import os
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -17,10 +18,10 @@ import torch
 
 from .evaluation import mean_loss, token_ids
 from .models import load_dtype, model_source
-from .profiles import TINY, Profile
-from .qlora import CHECKPOINTING_KWARGS, adapters_to_fp32, optimizer_for, precision_flags
-from .style_corpus import StyleCorpus, instruction_examples, prompt_text
-from .stylometry import AuthorReference, style_profile, text_distance
+from .profiles import TINY, Profile, get_profile
+from .qlora import CHECKPOINTING_KWARGS, adapters_to_fp32, load_qlora_model, optimizer_for, precision_flags
+from .style_corpus import StyleCorpus, build_style_corpus, instruction_examples, prompt_text
+from .stylometry import AuthorReference, author_reference, style_profile, text_distance
 
 # The seven projection matrices of every Llama block: attention (q, k, v, o) and the MLP (gate, up, down).
 SEVEN_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -244,3 +245,28 @@ def prompt_completion_dataset(passages):
 
     return Dataset.from_list([to_prompt_completion(e) for e in instruction_examples(passages)])
 
+
+def lab_run(output_dir, seed: int = SEED, **overrides) -> dict:
+    """The lab's measure-train-measure loop without the notebook (for the test and the benchmark): the Hemingway
+    corpus, the tiny profile's model with the chapter's LoRA, base and tuned measured on the same held-out prompts.
+    `overrides` replace training arguments (e.g. learning_rate=2e-4). Returns the pieces the callers check."""
+    from transformers import set_seed
+
+    profile = get_profile("tiny")
+    plan = lab_plan(profile)
+    corpus = build_style_corpus("hemingway")
+    reference = author_reference([p.text for p in corpus.train])
+    prompts, _ = lab_prompts(corpus, plan.measure_prompts)
+    held_out = [c.text for c in corpus.val_chapters]
+    set_seed(seed)
+    model, tokenizer, backend = load_qlora_model(profile, style_lora_config(),
+                                                 gradient_checkpointing=plan.gradient_checkpointing, verbose=False)
+    with model.disable_adapter():
+        before = measure(model, tokenizer, prompts, reference, held_out, plan, seed=seed, backend=backend)
+    start = time.perf_counter()
+    trainer = train_style_adapter(model, tokenizer, prompt_completion_dataset(corpus.train),
+                                  style_sft_config(profile, plan, output_dir, seed=seed, **overrides), backend)
+    training_seconds = time.perf_counter() - start
+    after = measure(trainer.model, tokenizer, prompts, reference, held_out, plan, seed=seed, backend=backend)
+    return {"profile": profile, "plan": plan, "prompts": prompts, "tokenizer": tokenizer, "trainer": trainer,
+            "before": before, "after": after, "training_seconds": training_seconds}

@@ -14,17 +14,12 @@ import json
 
 import pytest
 from peft import PeftModel
-from transformers import set_seed
 
 from course_utils.lab import (CHAPTER_PLAN, SEVEN_MODULES, generate_completions, hub_token, inference_mode, lab_plan,
-                              lab_prompts, load_base_for_merge, measure, prompt_completion_dataset, push_adapter,
-                              run_id, style_lora_config, style_sft_config, train_style_adapter)
+                              lab_run, load_base_for_merge, push_adapter, run_id, style_lora_config, style_sft_config)
 from course_utils.manifest import build_manifest, file_sha256, model_revision, write_manifest
 from course_utils.paths import TINY_MODEL_DIR
-from course_utils.profiles import PROFILES, get_profile
-from course_utils.qlora import load_qlora_model
-from course_utils.style_corpus import build_style_corpus
-from course_utils.stylometry import author_reference
+from course_utils.profiles import PROFILES
 
 SEED = 1  # the notebook uses 0
 
@@ -91,26 +86,11 @@ def test_local_base_model_revision_is_the_hash_of_its_weights():
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    profile = get_profile("tiny")
-    plan = lab_plan(profile)
-    corpus = build_style_corpus("hemingway")
-    reference = author_reference([p.text for p in corpus.train])
-    prompts, _ = lab_prompts(corpus, plan.measure_prompts)
-    held_out = [c.text for c in corpus.val_chapters]
-
-    set_seed(SEED)
-    model, tokenizer, backend = load_qlora_model(profile, style_lora_config(),
-                                                 gradient_checkpointing=plan.gradient_checkpointing, verbose=False)
-    with model.disable_adapter():
-        before = measure(model, tokenizer, prompts, reference, held_out, plan, seed=SEED, backend=backend)
     output_dir = tmp_path_factory.mktemp("lab")
-    trainer = train_style_adapter(model, tokenizer, prompt_completion_dataset(corpus.train),
-                                  style_sft_config(profile, plan, output_dir / "run", seed=SEED), backend)
-    after = measure(trainer.model, tokenizer, prompts, reference, held_out, plan, seed=SEED, backend=backend)
-    adapter_dir = output_dir / "adapter"
-    trainer.model.save_pretrained(adapter_dir)
-    return {"profile": profile, "before": before, "after": after, "trainer": trainer, "tokenizer": tokenizer,
-            "prompts": prompts, "adapter_dir": adapter_dir}
+    run = lab_run(output_dir / "run", seed=SEED)
+    run["adapter_dir"] = output_dir / "adapter"
+    run["trainer"].model.save_pretrained(run["adapter_dir"])
+    return run
 
 
 @needs_tiny_model

@@ -91,19 +91,16 @@ def test_style_jsonl_round_trip(tmp_path, corpus):
     assert splits["train"] == corpus.train and splits["val"] == corpus.val
 
 
-def test_style_jsonl_errors_name_the_file_line_and_field(tmp_path):
+@pytest.mark.parametrize("content, error", [
+    ('{"text": "fine"}\n{"txt": "typo"}\n', r"style.jsonl, line 2: field 'text'"),
+    ('{"text": "fine", "split": "test"}\n', r"line 1: field 'split'"),
+    ('{"text": "fine", "chapter": "two"}\n', r"line 1: field 'chapter'"),
+    ('{"text": \n', r"line 1: not valid JSON"),
+])
+def test_style_jsonl_errors_name_the_file_line_and_field(tmp_path, content, error):
     path = tmp_path / "style.jsonl"
-    path.write_text('{"text": "fine"}\n{"txt": "typo"}\n', encoding="utf-8")
-    with pytest.raises(ValueError, match=r"style.jsonl, line 2: field 'text'"):
-        read_style_jsonl(path)
-    path.write_text('{"text": "fine", "split": "test"}\n', encoding="utf-8")
-    with pytest.raises(ValueError, match=r"line 1: field 'split'"):
-        read_style_jsonl(path)
-    path.write_text('{"text": "fine", "chapter": "two"}\n', encoding="utf-8")
-    with pytest.raises(ValueError, match=r"line 1: field 'chapter'"):
-        read_style_jsonl(path)
-    path.write_text('{"text": \n', encoding="utf-8")
-    with pytest.raises(ValueError, match=r"line 1: not valid JSON"):
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError, match=error):
         read_style_jsonl(path)
 
 
