@@ -33,7 +33,7 @@ course: setup
 	done
 
 test: setup
-	$(PY) -m pytest
+	PYTHONDONTWRITEBYTECODE=1 $(PY) -m pytest
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

@@ -16,6 +16,7 @@ Colab's free sessions end without warning. The recipe the course follows:
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -25,14 +26,14 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from .atomic import write_json
 from .hardware import on_colab
-from .paths import REPO_ROOT
+from .paths import output_root
 
 MARKER = "checkpoint_complete.json"
 ENV_VAR = "COURSE_CHECKPOINT_DIR"
 DRIVE_MOUNT = Path("/content/drive")
 DRIVE_FOLDER = DRIVE_MOUNT / "MyDrive" / "fine-tuning-course" / "checkpoints"
-LOCAL_FOLDER = REPO_ROOT / "outputs" / "checkpoints"
 INCOMPLETE = "incomplete"  # where resume_point moves checkpoint folders that were never finished
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -46,15 +47,15 @@ def choose_checkpoint_root(requested: str | None, on_colab: bool, drive_mounted:
     if on_colab and drive_mounted:
         return DRIVE_FOLDER, "Google Drive is mounted: checkpoints outlive this Colab session"
     if on_colab:
-        return LOCAL_FOLDER, ("WARNING: Google Drive is not mounted, so checkpoints live on this Colab machine and "
+        return output_root() / "checkpoints", ("WARNING: Google Drive is not mounted, so checkpoints live on this Colab machine and "
                               "die with it. To keep them, run `from google.colab import drive; "
                               "drive.mount('/content/drive')` and then this cell again")
-    return LOCAL_FOLDER, "a folder on this machine (outputs/ in the course repository)"
+    return output_root() / "checkpoints", "a folder on this machine (outputs/ in the course repository)"
 
 
 def checkpoint_root(requested: str | None = None, verbose: bool = True) -> Path:
     """Where this machine keeps checkpoints: `requested` (a notebook parameter), else $COURSE_CHECKPOINT_DIR,
-    else Google Drive when mounted on Colab, else outputs/checkpoints in the repository."""
+    else Google Drive when mounted on Colab, else checkpoints/ under paths.output_root() (outputs/ in the repository)."""
     folder, reason = choose_checkpoint_root(requested or os.environ.get(ENV_VAR) or None, on_colab(),
                                             (DRIVE_MOUNT / "MyDrive").is_dir())
     folder.mkdir(parents=True, exist_ok=True)
@@ -63,24 +64,7 @@ def checkpoint_root(requested: str | None = None, verbose: bool = True) -> Path:
     return folder
 
 
-# ------------------------------------------------------------------------------------------------ atomic files
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a file so that a kill at any moment leaves either the old file or the new one, never half of one:
-    write a temporary file beside it, flush it to disk, then rename it over the target (a rename is atomic)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: str | Path, data) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
-
+# ------------------------------------------------------------------------------------------------ completion markers
 
 def _file_sizes(folder: Path) -> dict[str, int]:
     return {p.relative_to(folder).as_posix(): p.stat().st_size
@@ -91,7 +75,7 @@ def mark_complete(folder: str | Path, **extra) -> None:
     """Write the completion marker: the list of the folder's files with their sizes, and when."""
     folder = Path(folder)
     _sync_folder(folder)
-    atomic_write_json(folder / MARKER, {"files": _file_sizes(folder), "written": time.strftime("%Y-%m-%d %H:%M:%S"),
+    write_json(folder / MARKER, {"files": _file_sizes(folder), "written": time.strftime("%Y-%m-%d %H:%M:%S"),
                                         **extra})
 
 
@@ -106,15 +90,37 @@ def _sync_folder(folder: Path) -> None:
                 pass
 
 
-def is_complete(folder: str | Path) -> bool:
-    """True when the folder's marker exists, parses, and every file it lists is there with the size it lists."""
-    marker = Path(folder) / MARKER
+READ_ATTEMPTS = 4  # a marker read that fails (not "no such file") is tried this often before the error is raised
+
+
+def _check_marker(folder: Path) -> bool:
+    """One look at the marker: False when it or a file it lists is missing, does not parse, or a size differs."""
     try:
-        listed = json.loads(marker.read_text())["files"]
-    except (OSError, ValueError, KeyError, TypeError):
+        listed = json.loads((folder / MARKER).read_text())["files"]
+        return bool(listed) and all((folder / name).stat().st_size == size for name, size in listed.items())
+    except FileNotFoundError:
         return False
-    return bool(listed) and all((Path(folder) / name).is_file() and (Path(folder) / name).stat().st_size == size
-                                for name, size in listed.items())
+    except (ValueError, KeyError, TypeError, AttributeError):  # not the marker's format: demonstrably wrong
+        return False
+
+
+def is_complete(folder: str | Path, attempts: int = READ_ATTEMPTS, wait: float = 0.5) -> bool:
+    """True when the folder's marker exists, parses, and every file it lists is there with the size it lists.
+
+    False only when that is demonstrably not so. Any other read error (Google Drive and other network file
+    systems fail transiently) is retried, waiting a little longer each time, and finally raised: a good checkpoint
+    must never be moved aside, or passed over, because one read of its marker failed."""
+    folder = Path(folder)
+    for attempt in range(1, attempts + 1):
+        try:
+            return _check_marker(folder)
+        except OSError as error:
+            if attempt == attempts:
+                raise OSError(f"could not read the checkpoint marker in {folder} ({attempts} tries: {error}); "
+                              "nothing was moved. Check that the folder (Google Drive?) is reachable, then run "
+                              "the cell again") from error
+            time.sleep(wait * attempt)
+    return False
 
 
 class MarkCompleteCheckpoints(TrainerCallback):
@@ -130,6 +136,16 @@ class MarkCompleteCheckpoints(TrainerCallback):
 
 
 # ------------------------------------------------------------------------------------------------ resuming
+
+def run_id(**settings) -> str:
+    """A short fingerprint of what defines a training run (data hash, model, plan, seed...): checkpoints are kept
+    under it, so a rerun resumes its own checkpoint and never one of a different run."""
+    def plain(value):  # sets (e.g. LoraConfig.target_modules) in sorted order: the same in every process
+        return sorted(value) if isinstance(value, (set, frozenset)) else str(value)
+
+    text = json.dumps(settings, sort_keys=True, default=plain)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
 
 def step_of(folder: str | Path) -> int | None:
     match = _CHECKPOINT.match(Path(folder).name)

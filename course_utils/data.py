@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
-import tempfile
 import unicodedata
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+
+from .atomic import atomic_open, write_text
 
 FORMATS = ("messages", "instruction", "prompt_completion", "text")
 ROLES = ("system", "user", "assistant")
@@ -770,30 +769,7 @@ def check_loss_mask(example: dict, input_ids: list[int], labels: list[int], toke
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Writing, atomically
-
-
-@contextmanager
-def atomic_open(path: str | Path, overwrite: bool = True) -> Iterator:
-    """Open `path` for writing bytes so that a crash mid-write leaves the old file intact: write a temporary file
-    beside it, flush it to disk, then rename it over the target in one step (os.replace is atomic)."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists: choose another name, or pass overwrite=True to replace it "
-                              "(atomically: the old file stays intact until the new one is complete)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            yield stream
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+# Writing, atomically (course_utils.atomic)
 
 
 def write_jsonl(examples: Iterable[dict], path: str | Path, overwrite: bool = False) -> Path:
@@ -821,12 +797,6 @@ def write_plain_text(examples: Iterable[dict], path: str | Path, overwrite: bool
             raise DataError(f"{Path(path).name}: example {i} is empty or contains a blank line, so it would not read "
                             "back as one document: write it with write_jsonl instead. Nothing was written.")
         documents.append(text)
-    return write_text("".join(f"{doc}\n\n" for doc in documents), path, overwrite=overwrite)
+    return write_text(path, "".join(f"{doc}\n\n" for doc in documents), overwrite=overwrite)
 
 
-def write_text(text: str, path: str | Path, overwrite: bool = True) -> Path:
-    """Write a text file (UTF-8) atomically."""
-    path = Path(path)
-    with atomic_open(path, overwrite=overwrite) as stream:
-        stream.write(text.encode("utf-8"))
-    return path

@@ -1,7 +1,9 @@
-"""Perplexity: how surprised a model is by a text (exp of the mean next-token loss). Lower is better."""
+"""Evaluation and generation: perplexity (how surprised a model is by a text: exp of the mean next-token loss, lower
+is better), and sampling completions with a fixed seed, so that two models can be compared on the same prompts."""
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 
@@ -34,3 +36,47 @@ def mean_loss(model, ids: torch.Tensor, block: int = 256, batch: int = 16, max_b
 
 def perplexity(model, tokenizer, texts: list[str], block: int = 256, max_blocks: int | None = None) -> float:
     return math.exp(mean_loss(model, token_ids(tokenizer, texts), block=block, max_blocks=max_blocks))
+
+
+@torch.no_grad()
+def generate_completions(model, tokenizer, prompts: list[str], *, seed: int, max_new_tokens: int,
+                         temperature: float | None = 1.0, top_p: float = 0.95, batch_size: int = 32) -> list[str]:
+    """The completion (new text only) of every prompt. Sampling starts from torch.manual_seed(seed), so two models
+    given the same prompts, seed and settings draw from the same random stream; temperature=None means greedy.
+    Generation stops at the tokenizer's end-of-text token for every model: SFTTrainer appends that token to each
+    completion, and the Trainer under it rewrites the trained model's stop tokens to that one alone (transformers
+    5.17), so the base model must stop at the same token for the comparison to be fair."""
+    torch.manual_seed(seed)
+    was_training, side = model.training, tokenizer.padding_side
+    model.eval()
+    tokenizer.padding_side = "left"  # generation continues on the right, so pad on the left
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature else {"do_sample": False}
+    completions = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            batch = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True).to(model.device)
+            output = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                    eos_token_id=tokenizer.eos_token_id, **sampling)
+            new = output[:, batch["input_ids"].shape[1]:]
+            completions += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return completions
+
+
+@contextmanager
+def inference_mode(model, backend: str = "transformers"):
+    """Generation and evaluation on an unsloth model need FastLanguageModel.for_inference first, and
+    FastLanguageModel.for_training after, before the trainer takes over again. On the transformers path there is
+    nothing to switch (generate_completions puts the model in eval mode and back itself)."""
+    if backend != "unsloth":
+        yield model
+        return
+    from unsloth import FastLanguageModel
+
+    FastLanguageModel.for_inference(model)
+    try:
+        yield model
+    finally:
+        FastLanguageModel.for_training(model)

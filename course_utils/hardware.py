@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import sys
 from dataclasses import dataclass
 
@@ -29,6 +30,28 @@ class Hardware:
             gpu = "no GPU"
         where = "Google Colab" if self.on_colab else "local machine"
         return f"{where}: {gpu}; {self.cpu_cores} CPU cores, {self.ram_gb:.1f} GB RAM"
+
+
+# The CPU features that change what libraries compute or how fast: bitsandbytes picks its CPU kernels by them
+# (avx512_bf16 switched its 4-bit layers to an inference-only kernel: see models.keep_4bit_trainable).
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def cpu_description() -> dict:
+    """The CPU this runs on, for every benchmark and manifest: model name, cores, and which of CPU_FLAGS it has
+    (read from /proc/cpuinfo on Linux; elsewhere the flags are "unknown")."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())  # the first processor's lines
+    except OSError:
+        pass
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    flags = set(fields["flags"].split()) if "flags" in fields else None
+    return {"model": name, "machine": platform.machine(), "cores": os.cpu_count() or 1,
+            "flags": {f: (f in flags) if flags is not None else "unknown" for f in CPU_FLAGS}}
 
 
 def on_colab() -> bool:

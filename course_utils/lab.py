@@ -1,27 +1,19 @@
-"""Plumbing of the style lab (notebook 07) shared by the notebook, its test and its benchmark.
+"""The style lab's own plumbing (notebook 07): the plan each profile gets, the held-out prompts, and the two
+style-shift measurements taken before and after training.
 
-The notebook itself shows the lesson (LoraConfig, SFTConfig, SFTTrainer, save_pretrained, merge_and_unload); this
-module holds what is the same every time: the plan each profile gets, sampling with a fixed seed, the two
-style-shift measurements, loading the unquantized base for merging, and the optional push to the Hub.
+The notebook itself shows the lesson (LoraConfig, SFTConfig, SFTTrainer, save_pretrained, merge_and_unload) and runs
+the measure-train-measure loop; what a second notebook needs lives with its concern (generation and perplexity in
+`evaluation`, the merge base in `models`, run ids in `checkpoints`, the Hub in `hub`).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 
-import torch
-
-from .evaluation import mean_loss, token_ids
-from .models import load_dtype, model_source
-from .profiles import TINY, Profile, get_profile
-from .qlora import CHECKPOINTING_KWARGS, adapters_to_fp32, load_qlora_model, optimizer_for, precision_flags
-from .style_corpus import StyleCorpus, build_style_corpus, instruction_examples, prompt_text
-from .stylometry import AuthorReference, author_reference, style_profile, text_distance
+from .evaluation import generate_completions, inference_mode, mean_loss, token_ids
+from .profiles import TINY, Profile
+from .style_corpus import StyleCorpus, instruction_examples, prompt_text
+from .stylometry import AuthorReference, style_profile, text_distance
 
 # The seven projection matrices of every Llama block: attention (q, k, v, o) and the MLP (gate, up, down).
 SEVEN_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -77,16 +69,6 @@ def lab_plan(profile: Profile) -> LabPlan:
     return TINY_PLAN if profile.model_for("qlora") == TINY else CHAPTER_PLAN
 
 
-def run_id(**settings) -> str:
-    """A short fingerprint of what defines a training run (data hash, model, plan, seed...): checkpoints are kept
-    under it, so a rerun resumes its own checkpoint and never one of a different run."""
-    def plain(value):  # sets (e.g. LoraConfig.target_modules) in sorted order: the same in every process
-        return sorted(value) if isinstance(value, (set, frozenset)) else str(value)
-
-    text = json.dumps(settings, sort_keys=True, default=plain)
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
-
-
 def lab_prompts(corpus: StyleCorpus, n: int) -> tuple[list[str], list[str]]:
     """n prompts from validation passages spread over the held-out chapters, and the author's own continuations.
     The prompt is the instruction form the model was trained on: instruction, blank line, the first 50 words."""
@@ -95,33 +77,6 @@ def lab_prompts(corpus: StyleCorpus, n: int) -> tuple[list[str], list[str]]:
         raise ValueError(f"only {len(examples)} validation passages are long enough for a prompt; {n} are needed")
     picked = [examples[round(i * (len(examples) - 1) / max(n - 1, 1))] for i in range(n)]
     return [prompt_text(e["input"], e["instruction"]) for e in picked], [e["output"] for e in picked]
-
-
-@torch.no_grad()
-def generate_completions(model, tokenizer, prompts: list[str], *, seed: int, max_new_tokens: int,
-                         temperature: float | None = 1.0, top_p: float = 0.95, batch_size: int = 32) -> list[str]:
-    """The completion (new text only) of every prompt. Sampling starts from torch.manual_seed(seed), so two models
-    given the same prompts, seed and settings draw from the same random stream; temperature=None means greedy.
-    Generation stops at the tokenizer's end-of-text token for every model: SFTTrainer appends that token to each
-    completion, and the Trainer under it rewrites the trained model's stop tokens to that one alone (transformers
-    5.17), so the base model must stop at the same token for the comparison to be fair."""
-    torch.manual_seed(seed)
-    was_training, side = model.training, tokenizer.padding_side
-    model.eval()
-    tokenizer.padding_side = "left"  # generation continues on the right, so pad on the left
-    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature else {"do_sample": False}
-    completions = []
-    try:
-        for start in range(0, len(prompts), batch_size):
-            batch = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True).to(model.device)
-            output = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                    eos_token_id=tokenizer.eos_token_id, **sampling)
-            new = output[:, batch["input_ids"].shape[1]:]
-            completions += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
-    finally:
-        tokenizer.padding_side = side
-        model.train(was_training)
-    return completions
 
 
 def held_out_perplexity(model, tokenizer, texts: list[str], plan: LabPlan) -> float:
@@ -135,23 +90,6 @@ def style_distance(completions: list[str], reference: AuthorReference) -> float:
     return text_distance("\n\n".join(completions), reference)
 
 
-@contextmanager
-def inference_mode(model, backend: str = "transformers"):
-    """Generation and evaluation on an unsloth model need FastLanguageModel.for_inference first, and
-    FastLanguageModel.for_training after, before the trainer takes over again. On the transformers path there is
-    nothing to switch (generate_completions puts the model in eval mode and back itself)."""
-    if backend != "unsloth":
-        yield model
-        return
-    from unsloth import FastLanguageModel
-
-    FastLanguageModel.for_inference(model)
-    try:
-        yield model
-    finally:
-        FastLanguageModel.for_training(model)
-
-
 def measure(model, tokenizer, prompts: list[str], reference: AuthorReference, held_out: list[str], plan: LabPlan,
             seed: int = SEED, backend: str = "transformers") -> dict:
     """Completions of the prompts, their style profile and distance to the author, and held-out perplexity.
@@ -163,110 +101,3 @@ def measure(model, tokenizer, prompts: list[str], reference: AuthorReference, he
     text = "\n\n".join(completions)
     return {"completions": completions, "profile": style_profile(text), "distance": text_distance(text, reference),
             "perplexity": perplexity}
-
-
-def load_base_for_merge(profile: Profile):
-    """The lab's base model unquantized, in the profile's precision: merging is done into full weights (merging
-    into 4-bit weights would round the result back to 4 bits and change the model)."""
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(
-        model_source(profile, "qlora"), dtype=load_dtype(profile, "qlora"), trust_remote_code=False,
-        use_safetensors=True, device_map="auto" if profile.device == "cuda" else profile.device)
-
-
-def hub_token() -> str | None:
-    """The user's Hugging Face token, if they gave one: the HF_TOKEN environment variable, or on Colab the
-    notebook secret HF_TOKEN. It is only ever passed to the Hub client: never printed, never saved."""
-    token = os.environ.get("HF_TOKEN")
-    if token:
-        return token
-    try:
-        from google.colab import userdata  # type: ignore[import-not-found]
-
-        return userdata.get("HF_TOKEN")
-    except Exception:  # not on Colab, or no such secret, or access not granted
-        return None
-
-
-def push_adapter(folder, repo_id: str, token: str, private: bool = True) -> str:
-    """Upload the adapter folder (with its manifest) to a Hub model repository, private unless told otherwise."""
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
-                      commit_message="Style adapter from the course's Hemingway lab")
-    return f"https://huggingface.co/{repo_id}"
-
-
-def style_lora_config():
-    """The chapter's LoRA (r=16, alpha=32, the seven projections, no dropout), as notebook 07 spells it out."""
-    from peft import LoraConfig
-
-    return LoraConfig(r=16, lora_alpha=32, target_modules=SEVEN_MODULES, lora_dropout=0.0, bias="none",
-                      task_type="CAUSAL_LM")
-
-
-def style_sft_config(profile: Profile, plan: LabPlan, output_dir, seed: int = SEED, **overrides):
-    """The training arguments notebook 07 spells out, without evaluation or checkpoints (for tests and benchmarks);
-    `overrides` replace any of them (e.g. learning_rate=2e-4)."""
-    from trl import SFTConfig
-
-    settings = dict(
-        output_dir=str(output_dir), per_device_train_batch_size=profile.batch_size,
-        gradient_accumulation_steps=profile.grad_accum, learning_rate=plan.learning_rate,
-        num_train_epochs=plan.epochs, max_steps=plan.max_steps, lr_scheduler_type="linear", warmup_steps=5,
-        optim=optimizer_for(profile), max_length=profile.max_seq_length, completion_only_loss=True,
-        gradient_checkpointing=plan.gradient_checkpointing, gradient_checkpointing_kwargs=CHECKPOINTING_KWARGS,
-        logging_steps=plan.logging_steps, save_strategy="no",
-        seed=seed, report_to="none", disable_tqdm=True, **precision_flags(profile),
-    )
-    return SFTConfig(**{**settings, **overrides})
-
-
-def train_style_adapter(model, tokenizer, train_dataset, sft_config, backend: str = "transformers"):
-    """Train the LoRA adapter of `model` (a peft model from qlora.load_qlora_model) with trl's SFTTrainer, as
-    notebook 07 does: prompt/completion data (loss on the completion only), the adapter put back in fp32 after
-    SFTTrainer casts it to bf16. Returns the trainer; trainer.model is the trained peft model."""
-    from trl import SFTTrainer
-
-    trainer = SFTTrainer(model=model, args=sft_config, train_dataset=train_dataset, processing_class=tokenizer)
-    adapters_to_fp32(trainer.model, backend)
-    trainer.train()
-    return trainer
-
-
-def prompt_completion_dataset(passages):
-    """A datasets.Dataset of prompt/completion pairs, one per passage long enough for the instruction form."""
-    from datasets import Dataset
-
-    from .style_corpus import to_prompt_completion
-
-    return Dataset.from_list([to_prompt_completion(e) for e in instruction_examples(passages)])
-
-
-def lab_run(output_dir, seed: int = SEED, **overrides) -> dict:
-    """The lab's measure-train-measure loop without the notebook (for the test and the benchmark): the Hemingway
-    corpus, the tiny profile's model with the chapter's LoRA, base and tuned measured on the same held-out prompts.
-    `overrides` replace training arguments (e.g. learning_rate=2e-4). Returns the pieces the callers check."""
-    from transformers import set_seed
-
-    profile = get_profile("tiny")
-    plan = lab_plan(profile)
-    corpus = build_style_corpus("hemingway")
-    reference = author_reference([p.text for p in corpus.train])
-    prompts, _ = lab_prompts(corpus, plan.measure_prompts)
-    held_out = [c.text for c in corpus.val_chapters]
-    set_seed(seed)
-    model, tokenizer, backend = load_qlora_model(profile, style_lora_config(),
-                                                 gradient_checkpointing=plan.gradient_checkpointing, verbose=False)
-    with model.disable_adapter():
-        before = measure(model, tokenizer, prompts, reference, held_out, plan, seed=seed, backend=backend)
-    start = time.perf_counter()
-    trainer = train_style_adapter(model, tokenizer, prompt_completion_dataset(corpus.train),
-                                  style_sft_config(profile, plan, output_dir, seed=seed, **overrides), backend)
-    training_seconds = time.perf_counter() - start
-    after = measure(trainer.model, tokenizer, prompts, reference, held_out, plan, seed=seed, backend=backend)
-    return {"profile": profile, "plan": plan, "prompts": prompts, "tokenizer": tokenizer, "trainer": trainer,
-            "before": before, "after": after, "training_seconds": training_seconds}

@@ -9,14 +9,16 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import os
 import platform
 import re
-import resource
-import sys
-import tempfile
+import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
+
+from .atomic import write_json
+from .hardware import cpu_description
+from .memory import process_peak_memory_mb
+from .paths import REPO_ROOT
 
 
 LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes", "huggingface_hub",
@@ -36,6 +38,24 @@ def library_versions(packages: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
     return versions
 
 
+def git_commit(folder: str | Path = REPO_ROOT) -> str:
+    """The course's commit (with "+changes" when the working tree differs from it), or "unknown" outside git."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+changes" if dirty else "")
+
+
+def run_environment() -> dict:
+    """Where a measurement ran: the CPU (model and the flags that change results), the library versions and the
+    course's commit. Every benchmark's results file starts with it."""
+    return {"machine": cpu_description(), "libraries": library_versions(), "commit": git_commit()}
+
+
 def file_sha256(path: str | Path) -> str:
     """The SHA-256 of a file (the manifest's data hash: same hash, same training data)."""
     digest = hashlib.sha256()
@@ -43,17 +63,6 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def peak_memory_mb() -> dict[str, float]:
-    """The peak memory of this process so far: resident RAM (MB), and the CUDA memory PyTorch allocated, if any."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux, bytes on macOS
-    peak = {"ram_peak_mb": round(rss / (1e6 if sys.platform == "darwin" else 1e3), 1)}
-    import torch
-
-    if torch.cuda.is_available():
-        peak["cuda_peak_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 1e6, 1)
-    return peak
 
 
 def model_revision(model, source: str) -> str:
@@ -84,7 +93,8 @@ def build_manifest(*, profile, base_model: str, revision: str, data_file: str | 
         "seed": seed,
         "hyperparameters": hyperparameters,
         "seconds": round(seconds, 1),
-        "peak_memory": peak_memory_mb(),
+        "peak_memory": process_peak_memory_mb(),
+        "machine": cpu_description(),
         "results": results or {},
         **extra,
     }
@@ -107,28 +117,21 @@ def find_secrets(value, path: str = "") -> list[str]:
     return found
 
 
-def write_atomic(path: str | Path, text: str) -> Path:
-    """Write a text file all at once: a temporary file in the same folder, then renamed over the target, so that
-    an interrupted run never leaves half a file behind (readable by everyone, like any saved artifact)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return path
-
-
 def write_manifest(manifest: dict, path: str | Path) -> Path:
     """Write the manifest as JSON, atomically. Refuses (ValueError) to write anything that looks like a token."""
     secrets = find_secrets(manifest)
     if secrets:
         raise ValueError(f"the manifest would contain a secret at {', '.join(secrets)}: remove it before saving "
                          "(tokens belong in the environment, never in an artifact)")
-    return write_atomic(path, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return write_json(path, manifest)
 
 
 def read_manifest(path: str | Path) -> dict:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def write_results(path: str | Path, results: dict) -> Path:
+    """Write a benchmark's results as JSON, atomically, with where they were measured first (run_environment):
+    a figure that changes between machines can then be traced to the CPU, the libraries or the commit."""
+    return write_json(path, {"environment": run_environment(), **results})

@@ -409,8 +409,9 @@ def release_freed_memory() -> bool:
     return True
 
 
-class _Sampler:
-    """Polls a memory reading in a thread and keeps its maximum (where no peak counter exists)."""
+class PeakSampler:
+    """Polls a memory reading (a function returning bytes) in a thread and keeps its maximum, where no peak
+    counter exists: `with PeakSampler(read) as sampler: ...`, then `sampler.peak`."""
 
     def __init__(self, read: Callable[[], int], interval: float = 0.002):
         self.read, self.interval, self.peak = read, interval, read()
@@ -469,7 +470,7 @@ def measure_peak(device: str = "cpu") -> Iterator[PeakMemory]:
     elif device == "mps":
         read = torch.mps.current_allocated_memory
         result = PeakMemory(device, "MPS allocated memory, polled", read())
-        with _Sampler(read) as sampler:
+        with PeakSampler(read) as sampler:
             yield result
         result.peak = sampler.peak
     elif release_freed_memory() and _reset_peak_rss():
@@ -478,9 +479,21 @@ def measure_peak(device: str = "cpu") -> Iterator[PeakMemory]:
         result.peak = _proc_status_kb("VmHWM") * 1024
     else:
         result = PeakMemory(device, "RSS, polled", _current_rss())
-        with _Sampler(_current_rss) as sampler:
+        with PeakSampler(_current_rss) as sampler:
             yield result
         result.peak = sampler.peak
+
+
+def process_peak_memory_mb() -> dict[str, float]:
+    """The peak memory of this whole process so far (for a run's manifest): resident RAM in MB, from the kernel's
+    record (getrusage), and the CUDA memory PyTorch allocated at its peak, if a GPU was used."""
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux, bytes on macOS
+    peak = {"ram_peak_mb": round(rss / (1e6 if sys.platform == "darwin" else 1e3), 1)}
+    if torch.cuda.is_available():
+        peak["cuda_peak_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 1e6, 1)
+    return peak
 
 
 def random_llama_config(hidden: int = 512, layers: int = 8, vocab: int = 32000) -> LlamaConfig:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -46,13 +47,44 @@ def bnb_config(profile: Profile) -> BitsAndBytesConfig:
     )
 
 
+def keep_4bit_trainable(model) -> int:
+    """Stop bitsandbytes from switching this model's 4-bit layers to an inference-only kernel; returns how many
+    `Linear4bit` layers it set. Called on every 4-bit load, before the first forward pass.
+
+    bitsandbytes 0.50, on a CPU with the avx512_bf16 instructions (AMD Zen 4 and later, Intel Xeon since Cooper
+    Lake), repacks a `Linear4bit` weight for a fast bf16 kernel the first time the layer runs in eval mode without
+    gradients (`Linear4bit.forward`, bitsandbytes/nn/modules.py). The switch is one-way, and that kernel
+    (`gemv_4bit`) has no backward: after measuring the base model once, QLoRA would train with its gradient cut at
+    every frozen layer, silently. With `support_avx512bf16_for_cpu = False` the layer keeps the kernel that
+    trains, and inference and training give the same numbers on every CPU. On a GPU the flag is never read."""
+    import bitsandbytes as bnb
+
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    packed = [m for m in layers if getattr(m.weight.quant_state, "packing_format_for_cpu", False)]
+    if packed:
+        raise RuntimeError(f"{len(packed)} 4-bit layers were already repacked for bitsandbytes' CPU inference "
+                           "kernel, which cannot train: call keep_4bit_trainable right after loading the model")
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+    return len(layers)
+
+
 def unsloth_importable() -> bool:
-    """True only where unsloth is installed and a CUDA GPU exists (it refuses to import without an accelerator)."""
+    """True only where unsloth is installed and a CUDA GPU exists (it refuses to import without an accelerator).
+
+    An import that fails in the two expected ways (a missing dependency: ImportError; no usable accelerator:
+    NotImplementedError) means "not here", and the plain transformers path is used. Any other error is a broken
+    install the user should see: it is reported as a warning, with its type and message, before falling back."""
     if not torch.cuda.is_available() or importlib.util.find_spec("unsloth") is None:
         return False
     try:
         import unsloth  # noqa: F401
-    except Exception:  # unsloth raises plain exceptions of several kinds when it cannot run
+    except (ImportError, NotImplementedError) as error:
+        print(f"unsloth is installed but cannot run here ({type(error).__name__}: {error}); using transformers")
+        return False
+    except Exception as error:  # reported, not swallowed: the course still runs on the plain path
+        warnings.warn(f"importing unsloth failed with {type(error).__name__}: {error}. The plain transformers + peft "
+                      "path is used instead; reinstall unsloth (or uninstall it) to fix this", stacklevel=2)
         return False
     return True
 
@@ -101,6 +133,8 @@ def load_model(profile: Profile, job: str = "inference", verbose: bool = True):
         if Path(source).exists():
             raise
         raise _unavailable(source, error) from error
+    if four_bit:
+        keep_4bit_trainable(model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if verbose:
@@ -110,3 +144,11 @@ def load_model(profile: Profile, job: str = "inference", verbose: bool = True):
         print(f"Loaded {name} for {job} with {backend}: {params:,} parameters ({quant}) on {profile.device} "
               f"in {time.perf_counter() - start:.2f} s")
     return model, tokenizer
+
+
+def load_base_for_merge(profile: Profile, job: str = "qlora"):
+    """The job's base model unquantized, in the profile's precision: merging is done into full weights (merging
+    into 4-bit weights would round the result back to 4 bits and change the model)."""
+    return AutoModelForCausalLM.from_pretrained(
+        model_source(profile, job), dtype=load_dtype(profile, job), trust_remote_code=False, use_safetensors=True,
+        device_map="auto" if profile.device == "cuda" else profile.device)

@@ -1,4 +1,5 @@
 """Where the course keeps its files (all paths are absolute, so notebooks can run from any folder)."""
+import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -7,3 +8,25 @@ TINY_MODEL_DIR = DATA_DIR / "tiny_model"
 GUTENBERG_DIR = DATA_DIR / "pretrain_gutenberg"
 HEMINGWAY_DIR = DATA_DIR / "hemingway"
 MODEL_CONFIGS_DIR = DATA_DIR / "model_configs"
+
+# Where notebooks write what they make (datasets, adapters, reports): $COURSE_OUTPUT_DIR when set (the tests point it
+# at a temporary folder, so that a test run never leaves files in the repository), else outputs/ in the repository.
+OUTPUT_ENV_VAR = "COURSE_OUTPUT_DIR"
+
+
+def output_root() -> Path:
+    """The folder all notebook outputs go under (see OUTPUT_ENV_VAR)."""
+    folder = os.environ.get(OUTPUT_ENV_VAR)
+    return Path(folder).expanduser().resolve() if folder else REPO_ROOT / "outputs"
+
+
+def output_folder(name: str, requested: str | os.PathLike | None = None) -> Path:
+    """A notebook's output folder, created: `requested` if given (absolute, or relative to the repository), else
+    output_root() / name."""
+    if requested:
+        folder = Path(requested).expanduser()
+        folder = folder if folder.is_absolute() else REPO_ROOT / folder
+    else:
+        folder = output_root() / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

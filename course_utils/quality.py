@@ -14,7 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data import Duplicates, dedup_normalise, example_text, exact_duplicates, near_duplicates, to_messages, write_text
+from .atomic import write_text
+from .data import Duplicates, dedup_normalise, example_text, exact_duplicates, near_duplicates, to_messages
 
 FLAGS = {  # name -> what it means; the order of the report's table
     "excessive_ellipsis": "the answer has more than 3 ellipses '...' (chapter's rule)",
@@ -235,7 +236,7 @@ Lengths: {e(lengths)}.</p>
 
     def write_html(self, path: str | Path, title: str | None = None) -> Path:
         """Write the standalone HTML report (atomically)."""
-        return write_text(self.to_html(title), path, overwrite=True)
+        return write_text(path, self.to_html(title))
 
 
 def quality_report(examples: list[dict], tokenizer, fmt: str | None = None, max_length: int | None = None,

@@ -10,7 +10,7 @@ import html
 import json
 from pathlib import Path
 
-from .manifest import write_atomic
+from .atomic import write_text
 from .stylometry import FEATURES, FUNCTION_WORD_FEATURE
 
 _CSS = """
@@ -63,7 +63,10 @@ def _table(rows: list[dict]) -> str:
             "<th>tuned</th><th>tuned |z|</th></tr>")
     body = []
     for row in rows:
-        if row["feature"] in FEATURES:
+        if row.get("treatment") == "left out":
+            text = (f"<td>{row['author']:.3f}</td><td colspan=4>left out: no spread in the author's passages, "
+                    "so the reference cannot measure it</td>")
+        elif row["feature"] in FEATURES:
             cells = [row["author"], row["base"], abs(row["base_z"]), row["tuned"], abs(row["tuned_z"])]
             text = "".join(f"<td>{v:.3f}</td>" for v in cells)
         else:  # the function-word Delta and the overall distance are already |z| means
@@ -71,6 +74,8 @@ def _table(rows: list[dict]) -> str:
                     f"<td colspan=2>{row['tuned']:.3f}</td>")
         strong = row["feature"] == "distance"
         label = f"<b>{_e(row['label'])}</b>" if strong else _e(row["label"])
+        if row.get("treatment") == "floored":
+            label += " <small>(spread floored)</small>"
         body.append(f"<tr><td>{label}</td>{text}</tr>")
     return f'<table class="stylometry">{head}{"".join(body)}</table>'
 
@@ -78,7 +83,8 @@ def _table(rows: list[dict]) -> str:
 def bar_chart_svg(rows: list[dict], width: int = 760) -> str:
     """A horizontal bar chart (inline SVG) of each feature's |z| for the base and the tuned model: how many of the
     author's own passage-to-passage standard deviations each output lies from the author."""
-    features = [r for r in rows if r["feature"] in FEATURES or r["feature"] in (FUNCTION_WORD_FEATURE, "distance")]
+    features = [r for r in rows if (r["feature"] in FEATURES or r["feature"] in (FUNCTION_WORD_FEATURE, "distance"))
+                and r.get("treatment") != "left out"]
     left, right, top, bar, gap = 300, 30, 50, 11, 12
     height = top + len(features) * (2 * bar + gap) + 60
     peak = max(max(abs(r["base_z"]), abs(r["tuned_z"])) for r in features) or 1.0
@@ -111,11 +117,12 @@ def bar_chart_svg(rows: list[dict], width: int = 760) -> str:
 
 def compare_html(*, title: str, prompts: list[str], base: list[str], tuned: list[str], rows: list[dict],
                  manifest: dict, figures: dict[str, str] | None = None, notice: str = "",
-                 measured_on: int | None = None,
+                 measured_on: int | None = None, style_note: str = "",
                  names: tuple[str, str] = ("Base model", "Tuned model (base + LoRA adapter)")) -> str:
     """The page as a string. `rows` come from stylometry.comparison_rows with profiles named "base" and "tuned",
     measured on the completions of `measured_on` prompts (the ones shown and more); `figures` are headline numbers
-    {label: formatted value}."""
+    {label: formatted value}; `style_note` says which features the distance leaves out or floors
+    (AuthorReference.describe_treatment)."""
     if not (len(prompts) == len(base) == len(tuned)):
         raise ValueError(f"need one base and one tuned completion per prompt: got {len(prompts)} prompts, "
                          f"{len(base)} base and {len(tuned)} tuned completions")
@@ -140,7 +147,10 @@ the model with the style adapter on the right.</p>
 <h2>Style measurements</h2>
 <p>Each feature of the generated text{_e(scope)} against the author's reference (its mean over the author's passages).
 |z| is the difference in units of the author's own passage-to-passage standard deviation; the distance is the mean
-|z| over the seven features (the function words count as one, by their mean |z|, Burrows' Delta).</p>
+|z| over the seven features (the function words count as one, by their mean |z|, Burrows' Delta). A spread below
+half of the same feature's spread across many authors is raised to that floor; a feature with no spread at all is
+left out.</p>
+{f'<p class="notice style-note">{_e(style_note)}</p>' if style_note else ''}
 {_table(rows)}
 <div class="chart">{bar_chart_svg(rows)}</div>
 <h2>Run manifest</h2>
@@ -151,4 +161,4 @@ the model with the style adapter on the right.</p>
 
 def write_compare_html(path: str | Path, **kwargs) -> Path:
     """Write compare_html(**kwargs) to path atomically (a half-written page never replaces a good one)."""
-    return write_atomic(path, compare_html(**kwargs))
+    return write_text(path, compare_html(**kwargs))

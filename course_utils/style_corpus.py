@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .corpus import Chapter, author_chapters, author_names, split_by_chapter
-from .manifest import write_atomic
+from .atomic import write_text
 
 INSTRUCTION = "Continue in the author's style:"
 MIN_WORDS, TARGET_WORDS, MAX_WORDS = 100, 300, 500
@@ -145,7 +145,7 @@ def write_style_jsonl(corpus: StyleCorpus, path: str | Path) -> Path:
     path = Path(path)
     lines = [json.dumps({**asdict(p), "split": split}, ensure_ascii=False)
              for split, passages in (("train", corpus.train), ("val", corpus.val)) for p in passages]
-    write_atomic(path, "\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
     return path
 
 

@@ -16,12 +16,24 @@ spread of each feature over the author's own passages. Each feature's difference
 (a z-score), the function words together count as one feature (their mean absolute z-score, Burrows' Delta), and
 the distance is the mean of the seven absolute z-scores. 0 is the author's average; a real passage of the author
 typically scores below 1.
+
+A spread of (almost) zero would turn every z-score on that feature into a division by (almost) zero, and the
+distance into noise (a play without quotation marks has a dialogue share of 0.000 ± 0.000). Two rules keep the
+distance finite and comparable for any writing:
+
+  - *left out*: a feature with no spread at all over the author's passages (no quotation marks anywhere, a function
+    word the author never uses) is one the reference cannot measure; it is left out of the distance, and said so.
+  - *floored*: a spread below half of the same feature's spread over passages of the 48 Gutenberg books the tiny
+    model was pre-trained on (a population of many authors, as Burrows' Delta standardises against) is raised to
+    that floor. The shipped authors' spreads of the six scalar features are all above it; a few rare function words
+    are floored.
 """
 from __future__ import annotations
 
 import re
 import statistics
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 # The 50 commonest function words of English fiction (articles, pronouns, prepositions, auxiliaries, conjunctions).
 FUNCTION_WORDS = (
@@ -129,49 +141,114 @@ def style_profile(text: str) -> StyleProfile:
     )
 
 
+FLOOR_FRACTION = 0.5  # a spread is at least this share of the population's spread of the same feature
+POPULATION_PASSAGES_PER_BOOK = 40
+
+
 @dataclass(frozen=True)
 class AuthorReference:
-    """An author's style: the mean and standard deviation of every feature over the author's passages."""
+    """An author's style: the mean and standard deviation of every feature over the author's passages, and the
+    floor under each standard deviation (FLOOR_FRACTION of the population's)."""
     mean: dict[str, float]
     sd: dict[str, float]
     passages: int
+    floor: dict[str, float] = field(default_factory=dict)
 
     def profile_values(self) -> dict[str, float]:
         return {name: self.mean[name] for name in FEATURES}
+
+    def measurable(self, name: str) -> bool:
+        """False for a feature with no spread at all over the author's passages: it is left out of the distance."""
+        return self.sd[name] > 0
+
+    def spread(self, name: str) -> float:
+        """The standard deviation z-scores divide by: the author's, raised to the floor where it is smaller."""
+        return max(self.sd[name], self.floor.get(name, 0.0))
+
+    def floored(self, name: str) -> bool:
+        return self.measurable(name) and self.sd[name] < self.floor.get(name, 0.0)
+
+    def treatment(self) -> dict[str, list[str]]:
+        """Which features the distance leaves out and which spreads it floors (function words as "fw:word")."""
+        names = [*FEATURES, *(n for n in self.sd if n.startswith("fw:"))]
+        left_out = [n for n in names if not self.measurable(n)]
+        if not any(self.measurable(n) for n in self.sd if n.startswith("fw:")):
+            left_out.append(FUNCTION_WORD_FEATURE)
+        return {"left_out": left_out, "floored": [n for n in names if self.floored(n)]}
+
+    def describe_treatment(self) -> str:
+        """One sentence a reader of the report needs: what the distance is made of."""
+        t = self.treatment()
+        words = lambda names: [n[3:] for n in names if n.startswith("fw:")]  # noqa: E731
+        scalar = lambda names: [FEATURES[n] for n in names if n in FEATURES]  # noqa: E731
+        parts = []
+        if scalar(t["left_out"]):
+            parts.append("left out (no spread in the author's passages): " + "; ".join(scalar(t["left_out"])))
+        if words(t["left_out"]):
+            parts.append(f"{len(words(t['left_out']))} function words the author never varies left out "
+                         f"({', '.join(words(t['left_out']))})")
+        if scalar(t["floored"]):
+            parts.append("spread floored: " + "; ".join(scalar(t["floored"])))
+        if words(t["floored"]):
+            parts.append(f"{len(words(t['floored']))} function-word spreads floored ({', '.join(words(t['floored']))})")
+        return ("Distance: " + "; ".join(parts) + ".") if parts else "Distance: every feature measured, none floored."
 
 
 def _vector(profile: StyleProfile) -> dict[str, float]:
     return {**profile.features(), **{f"fw:{w}": v for w, v in profile.function_words.items()}}
 
 
-def author_reference(passages: list[str]) -> AuthorReference:
+def _mean_and_sd(passages: list[str]) -> tuple[dict[str, float], dict[str, float]]:
+    vectors = [_vector(style_profile(p)) for p in passages]
+    names = vectors[0].keys()
+    return ({n: statistics.fmean(v[n] for v in vectors) for n in names},
+            {n: statistics.stdev([v[n] for v in vectors]) for n in names})
+
+
+@lru_cache(maxsize=1)
+def population_sd() -> dict[str, float]:
+    """Each feature's standard deviation over passages of many authors: up to POPULATION_PASSAGES_PER_BOOK passages
+    spread over each Gutenberg pre-training book (about 1,900 passages; computed once, in about 3 s)."""
+    from .corpus import Chapter, gutenberg_books, unwrap
+    from .style_corpus import cut_passages
+
+    passages = []
+    for name, text in gutenberg_books("train").items():
+        cut = cut_passages(Chapter(name, 1, unwrap(text)))
+        passages += [p.text for p in cut[::max(1, len(cut) // POPULATION_PASSAGES_PER_BOOK)]]
+    return _mean_and_sd(passages)[1]
+
+
+def author_reference(passages: list[str], floor_fraction: float = FLOOR_FRACTION) -> AuthorReference:
     """The reference an author's texts are measured against, from many passages of the author (at least 2)."""
     if len(passages) < 2:
         raise ValueError(f"need at least 2 passages of the author to measure their spread, got {len(passages)}")
-    vectors = [_vector(style_profile(p)) for p in passages]
-    names = vectors[0].keys()
-    mean = {n: statistics.fmean(v[n] for v in vectors) for n in names}
-    sd = {n: statistics.stdev([v[n] for v in vectors]) for n in names}
-    return AuthorReference(mean, sd, len(passages))
+    mean, sd = _mean_and_sd(passages)
+    if not any(value > 0 for value in sd.values()):
+        raise ValueError(f"the {len(passages)} passages do not differ in any style feature: the reference cannot "
+                         "measure a style from them; give more, and more varied, text")
+    floor = {n: floor_fraction * spread for n, spread in population_sd().items()} if floor_fraction else {}
+    return AuthorReference(mean, sd, len(passages), floor)
 
 
 def z_scores(profile: StyleProfile, reference: AuthorReference) -> dict[str, float]:
-    """How far each feature lies from the author's mean, in units of the author's passage-to-passage spread.
-    The function words give one term: Burrows' Delta, the mean absolute z-score over FUNCTION_WORDS."""
+    """How far each measurable feature lies from the author's mean, in units of the author's passage-to-passage
+    spread (floored). The function words give one term: Burrows' Delta, the mean absolute z-score over the function
+    words the reference can measure. Features the reference cannot measure are absent."""
     vector = _vector(profile)
 
     def z(name: str) -> float:
-        spread = max(reference.sd[name], 1e-9)
-        return (vector[name] - reference.mean[name]) / spread
+        return (vector[name] - reference.mean[name]) / reference.spread(name)
 
-    scores = {name: z(name) for name in FEATURES}
-    fw = [n for n in vector if n.startswith("fw:") and reference.sd[n] > 0]
-    scores[FUNCTION_WORD_FEATURE] = statistics.fmean(abs(z(n)) for n in fw)
+    scores = {name: z(name) for name in FEATURES if reference.measurable(name)}
+    fw = [n for n in vector if n.startswith("fw:") and reference.measurable(n)]
+    if fw:
+        scores[FUNCTION_WORD_FEATURE] = statistics.fmean(abs(z(n)) for n in fw)
     return scores
 
 
 def distance(profile: StyleProfile, reference: AuthorReference) -> float:
-    """The distance from a text's profile to the author: the mean absolute z-score of the seven features."""
+    """The distance from a text's profile to the author: the mean absolute z-score of the measurable features."""
     return statistics.fmean(abs(v) for v in z_scores(profile, reference).values())
 
 
@@ -181,21 +258,29 @@ def text_distance(text: str, reference: AuthorReference) -> float:
 
 
 def comparison_rows(reference: AuthorReference, profiles: dict[str, StyleProfile]) -> list[dict]:
-    """Rows for a table: each feature with the author's mean and every named profile's value (and z-score),
-    then the function-word Delta and the overall distance."""
+    """Rows for a table: each feature with the author's mean and every named profile's value and z-score (None
+    where the feature is left out), then the function-word Delta and the overall distance. Each row's "treatment"
+    is "left out", "floored" or ""."""
     rows = []
     scores = {name: z_scores(p, reference) for name, p in profiles.items()}
+    treatment = reference.treatment()
+
+    def mark(feature: str) -> str:
+        return "left out" if feature in treatment["left_out"] else "floored" if feature in treatment["floored"] else ""
+
     for feature, label in FEATURES.items():
-        row = {"feature": feature, "label": label, "author": reference.mean[feature]}
+        row = {"feature": feature, "label": label, "author": reference.mean[feature], "treatment": mark(feature)}
         for name, p in profiles.items():
             row[name] = getattr(p, feature)
-            row[f"{name}_z"] = scores[name][feature]
+            row[f"{name}_z"] = scores[name].get(feature)
         rows.append(row)
-    row = {"feature": FUNCTION_WORD_FEATURE, "label": "function-word Delta (mean |z| over 50 words)", "author": 0.0}
+    words = sum(reference.measurable(n) for n in reference.sd if n.startswith("fw:"))
+    row = {"feature": FUNCTION_WORD_FEATURE, "label": f"function-word Delta (mean |z| over {words} words)",
+           "author": 0.0, "treatment": mark(FUNCTION_WORD_FEATURE)}
     for name in profiles:
-        row[name] = row[f"{name}_z"] = scores[name][FUNCTION_WORD_FEATURE]
+        row[name] = row[f"{name}_z"] = scores[name].get(FUNCTION_WORD_FEATURE)
     rows.append(row)
-    row = {"feature": "distance", "label": "distance to the author (mean |z|)", "author": 0.0}
+    row = {"feature": "distance", "label": "distance to the author (mean |z|)", "author": 0.0, "treatment": ""}
     for name, p in profiles.items():
         row[name] = row[f"{name}_z"] = distance(p, reference)
     rows.append(row)
@@ -203,11 +288,12 @@ def comparison_rows(reference: AuthorReference, profiles: dict[str, StyleProfile
 
 
 def format_rows(rows: list[dict], names: list[str]) -> str:
-    """A plain-text table of comparison_rows for printing in a notebook."""
-    header = f"{'feature':<46}{'author':>9}" + "".join(f"{n:>10}" for n in names)
+    """A plain-text table of comparison_rows for printing in a notebook (left-out and floored features marked)."""
+    header = f"{'feature':<46}{'author':>9}" + "".join(f"{n:>10}" for n in names) + "  note"
     lines = [header, "-" * len(header)]
     for row in rows:
         cells = "".join(f"{row[n]:>10.3f}" for n in names)
-        lines.append(f"{row['label']:<46}{row['author']:>9.3f}{cells}")
+        note = {"left out": "  left out (no spread in the author's passages)",
+                "floored": "  spread floored"}.get(row.get("treatment", ""), "")
+        lines.append(f"{row['label']:<46}{row['author']:>9.3f}{cells}{note}")
     return "\n".join(lines)
-

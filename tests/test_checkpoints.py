@@ -18,7 +18,8 @@ import torch
 from transformers.trainer_utils import get_last_checkpoint
 
 from course_utils import checkpoints
-from course_utils.checkpoints import (MARKER, atomic_write_text, choose_checkpoint_root, find_adapter, is_complete,
+from course_utils.paths import output_root
+from course_utils.checkpoints import (MARKER, choose_checkpoint_root, find_adapter, is_complete,
                                       last_complete_checkpoint, mark_complete, restore_finished_run, resume_point,
                                       run_finished, save_adapter)
 
@@ -40,8 +41,8 @@ def test_checkpoints_go_to_the_folder_asked_for_else_drive_on_colab_else_local()
     drive, why = choose_checkpoint_root(None, on_colab=True, drive_mounted=True)
     assert str(drive).startswith("/content/drive/MyDrive/") and "Drive" in why
     local, warning = choose_checkpoint_root(None, on_colab=True, drive_mounted=False)
-    assert local == checkpoints.LOCAL_FOLDER and "drive.mount" in warning
-    assert choose_checkpoint_root(None, on_colab=False, drive_mounted=False)[0] == checkpoints.LOCAL_FOLDER
+    assert local == output_root() / "checkpoints" and "drive.mount" in warning
+    assert choose_checkpoint_root(None, on_colab=False, drive_mounted=False)[0] == output_root() / "checkpoints"
 
 
 def test_environment_variable_chooses_the_folder(tmp_path, monkeypatch):
@@ -49,21 +50,6 @@ def test_environment_variable_chooses_the_folder(tmp_path, monkeypatch):
     assert checkpoints.checkpoint_root(verbose=False) == tmp_path / "runs"
     assert (tmp_path / "runs").is_dir()
     assert checkpoints.checkpoint_root(str(tmp_path / "mine"), verbose=False) == tmp_path / "mine"
-
-
-# ------------------------------------------------------------------------------------------------ atomic files
-
-def test_a_failed_write_leaves_the_old_file_intact(tmp_path, monkeypatch):
-    target = tmp_path / "state.json"
-    atomic_write_text(target, "old")
-
-    def crash(*args):
-        raise OSError("killed")
-
-    monkeypatch.setattr(checkpoints.os, "replace", crash)
-    with pytest.raises(OSError):
-        atomic_write_text(target, "new")
-    assert target.read_text() == "old"
 
 
 def _fake_checkpoint(run_dir: Path, step: int, complete: bool) -> Path:
@@ -95,6 +81,47 @@ def test_resume_skips_a_half_written_checkpoint_that_trainer_would_pick(tmp_path
     assert resume_point(tmp_path, verbose=False) == str(tmp_path / "checkpoint-4")
     assert get_last_checkpoint(str(tmp_path)).endswith("checkpoint-4")  # set aside, so Trainer cannot see it either
     assert [p.name.split("-2")[0] for p in (tmp_path / "incomplete").iterdir()] == ["checkpoint-6"]  # kept, not lost
+
+
+def test_a_transient_read_error_of_a_marker_is_retried_and_moves_nothing(tmp_path, monkeypatch):
+    """Google Drive reads fail now and then: a good checkpoint must survive a failed read of its marker."""
+    _fake_checkpoint(tmp_path, 2, complete=True)
+    good = _fake_checkpoint(tmp_path, 4, complete=True)
+    real_read, failures = Path.read_text, []
+
+    def flaky(path, *args, **kwargs):
+        if path.name == MARKER and path.parent == good and len(failures) < 2:
+            failures.append(path)
+            raise OSError(5, "Input/output error")
+        return real_read(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", flaky)
+    monkeypatch.setattr(checkpoints.time, "sleep", lambda _: None)
+    assert resume_point(tmp_path, verbose=False) == str(good)
+    assert len(failures) == 2 and not (tmp_path / "incomplete").exists()
+
+
+def test_a_marker_that_cannot_be_read_at_all_is_an_error_not_a_reason_to_move_the_checkpoint(tmp_path, monkeypatch):
+    good = _fake_checkpoint(tmp_path, 4, complete=True)
+    real_read = Path.read_text
+
+    def broken(path, *args, **kwargs):
+        if path.name == MARKER:
+            raise OSError(5, "Input/output error")
+        return real_read(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", broken)
+    monkeypatch.setattr(checkpoints.time, "sleep", lambda _: None)
+    with pytest.raises(OSError, match="nothing was moved"):
+        resume_point(tmp_path, verbose=False)
+    assert good.is_dir() and not (tmp_path / "incomplete").exists()
+
+
+def test_a_marker_that_is_demonstrably_wrong_is_set_aside(tmp_path):
+    wrong = _fake_checkpoint(tmp_path, 4, complete=True)
+    (wrong / MARKER).write_text("not json")
+    assert not is_complete(wrong)
+    assert resume_point(tmp_path, verbose=False) is None and (tmp_path / "incomplete").is_dir()
 
 
 def test_nothing_to_resume_from_means_start_at_step_zero(tmp_path):

@@ -1,27 +1,36 @@
-"""The Hemingway lab's promise on the tiny profile: a short LoRA on the author's training chapters moves the model's
-style towards the author, measurably.
+"""The style lab's promise on the tiny profile, checked on what notebook 07 itself produced: a short QLoRA on the
+author's training chapters moves the model's style towards the author, measurably, for Hemingway and for Poe (the
+author on which the 4-bit gradient trap once made the model worse).
 
-Correctness, not timing: after training, (1) the tuned model's completions of held-out prompts are closer to
-Hemingway's style profile than the base model's (same prompts, seed and sampling), and (2) the held-out chapters,
-which it never trained on, are less surprising to it (lower perplexity). The run uses a different seed from the
-notebook's, so that a pass does not hinge on one lucky draw. Then: the saved adapter, merged into the unquantized
-base, writes exactly what base + adapter writes.
+The notebook is executed with papermill under seed 1 (the suite's nbval run uses the notebook's seed 0, so a pass
+does not hinge on one lucky draw) into a temporary folder; the tests read its manifest.json, compare.html, checkpoint
+and adapter: (1) the tuned model's completions of held-out prompts are closer to the author's style than the base
+model's, (2) the held-out chapters, never trained on, are at most 0.8 times as surprising (perplexity), (3) the
+saved adapter, merged into the unquantized base, writes exactly what base + adapter writes, and the notebook printed
+no warning that tests/allowed_warnings.py does not explain.
 
-Also: the plan each profile gets (the chapter's recipe on GPU profiles), and the run
-manifest (what it records, and that it refuses to store a token).
+Also: the plan each profile gets (the chapter's recipe on GPU profiles), and the run manifest (what it records, and
+that it refuses to store a token).
 """
 import json
 
 import pytest
 from peft import PeftModel
+from transformers import AutoTokenizer
 
-from course_utils.lab import (CHAPTER_PLAN, SEVEN_MODULES, generate_completions, hub_token, inference_mode, lab_plan,
-                              lab_run, load_base_for_merge, push_adapter, run_id, style_lora_config, style_sft_config)
+from allowed_warnings import ALLOWED
+from course_utils.checkpoints import run_id
+from course_utils.evaluation import generate_completions, inference_mode
+from course_utils.execution import execute_notebook, notebook_stderr, unexplained
+from course_utils.lab import CHAPTER_PLAN, SEVEN_MODULES, lab_plan
 from course_utils.manifest import build_manifest, file_sha256, model_revision, write_manifest
-from course_utils.paths import TINY_MODEL_DIR
+from course_utils.models import load_base_for_merge
+from course_utils.paths import REPO_ROOT, TINY_MODEL_DIR
 from course_utils.profiles import PROFILES
 
-SEED = 1  # the notebook uses 0
+SEED = 1  # the notebook's own is 0
+NOTEBOOK = REPO_ROOT / "notebooks" / "07_hemingway_style_lab.ipynb"
+AUTHORS = ["hemingway", "poe"]
 
 needs_tiny_model = pytest.mark.skipif(not (TINY_MODEL_DIR / "model.safetensors").exists(),
                                       reason="the bundled tiny model (data/tiny_model) is missing")
@@ -39,14 +48,6 @@ def test_gpu_profiles_get_the_chapters_recipe():
 def test_tiny_profile_trains_far_fewer_steps():
     plan = lab_plan(PROFILES["tiny"])
     assert 0 < plan.max_steps <= 60 and plan.learning_rate > CHAPTER_PLAN.learning_rate
-
-
-def test_lora_is_the_chapters(tmp_path):
-    lora = style_lora_config()
-    assert (lora.r, lora.lora_alpha, lora.lora_dropout) == (16, 32, 0.0)
-    assert set(lora.target_modules) == set(SEVEN_MODULES) and len(SEVEN_MODULES) == 7
-    config = style_sft_config(PROFILES["tiny"], lab_plan(PROFILES["tiny"]), tmp_path)
-    assert config.completion_only_loss and config.use_cpu and not config.bf16 and not config.fp16
 
 
 def test_run_id_changes_with_what_defines_the_run():
@@ -84,87 +85,75 @@ def test_local_base_model_revision_is_the_hash_of_its_weights():
     assert model_revision(Model(), str(TINY_MODEL_DIR)) == "sha256:" + file_sha256(TINY_MODEL_DIR / "model.safetensors")
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    output_dir = tmp_path_factory.mktemp("lab")
-    run = lab_run(output_dir / "run", seed=SEED)
-    run["adapter_dir"] = output_dir / "adapter"
-    run["trainer"].model.save_pretrained(run["adapter_dir"])
-    return run
+@pytest.fixture(scope="module", params=AUTHORS)
+def lab(request, tmp_path_factory):
+    """Notebook 07 executed for one author under seed 1, and what it wrote."""
+    author = request.param
+    output_dir = tmp_path_factory.mktemp(f"lab-{author}")
+    run = execute_notebook(NOTEBOOK, {"AUTHOR": author, "SEED": SEED, "OUTPUT_DIR": str(output_dir)},
+                           output_path=output_dir / "07_executed.ipynb")
+    adapter_dir = output_dir / f"{author}-lora"
+    manifest = json.loads((adapter_dir / "manifest.json").read_text())
+    states = sorted(output_dir.glob("checkpoints/*/checkpoint-*/trainer_state.json"))
+    return {"author": author, "notebook": run.notebook, "output_dir": output_dir, "adapter_dir": adapter_dir,
+            "manifest": manifest, "results": manifest["results"], "trainer_state": json.loads(states[-1].read_text()),
+            "page": (output_dir / "compare.html").read_text(encoding="utf-8")}
 
 
 @needs_tiny_model
 def test_training_ran_the_planned_steps_and_the_loss_fell(lab):
-    trainer = lab["trainer"]
-    assert trainer.state.global_step == lab_plan(lab["profile"]).max_steps
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    state = lab["trainer_state"]
+    assert state["global_step"] == lab_plan(PROFILES["tiny"]).max_steps == lab["manifest"]["hyperparameters"]["steps_trained"]
+    losses = [h["loss"] for h in state["log_history"] if "loss" in h]
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5
 
 
 @needs_tiny_model
+def test_the_notebook_trained_the_chapters_lora_with_the_profiles_precision(lab):
+    hyper = lab["manifest"]["hyperparameters"]
+    assert hyper["lora"] == {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": sorted(SEVEN_MODULES)}
+    assert hyper["training"]["fp16"] is False and hyper["training"]["bf16"] is False  # float32 on the CPU
+    assert lab["manifest"]["seed"] == SEED and lab["manifest"]["profile"]["name"] == "tiny"
+    assert set(lab["manifest"]["machine"]["flags"]) >= {"avx2", "avx512f", "avx512_bf16"}
+
+
+@needs_tiny_model
 def test_tuned_model_writes_closer_to_the_author_than_the_base(lab):
-    before, after = lab["before"]["distance"], lab["after"]["distance"]
-    assert after < before, f"style distance to Hemingway did not fall: base {before:.3f}, tuned {after:.3f}"
+    distance = lab["results"]["style_distance"]
+    assert distance["tuned"] < distance["base"], f"{lab['author']}: style distance did not fall: {distance}"
 
 
 @needs_tiny_model
-def test_tuned_model_finds_held_out_chapters_less_surprising(lab):
-    before, after = lab["before"]["perplexity"], lab["after"]["perplexity"]
-    assert after < before, f"held-out perplexity did not fall: base {before:.2f}, tuned {after:.2f}"
+def test_held_out_chapters_are_at_most_four_fifths_as_surprising(lab):
+    perplexity = lab["results"]["held_out_perplexity"]
+    assert perplexity["tuned"] <= 0.8 * perplexity["base"], f"{lab['author']}: {perplexity}"
 
 
 @needs_tiny_model
-def test_same_seed_gives_same_completions(lab):
-    trainer, tokenizer = lab["trainer"], lab["tokenizer"]
-    again = generate_completions(trainer.model, tokenizer, lab["prompts"][:2], seed=SEED, max_new_tokens=20)
-    twice = generate_completions(trainer.model, tokenizer, lab["prompts"][:2], seed=SEED, max_new_tokens=20)
-    assert again == twice
+def test_compare_page_shows_the_manifests_figures_and_the_rights(lab):
+    distance, page = lab["results"]["style_distance"], lab["page"]
+    assert f"{distance['base']:.2f} → {distance['tuned']:.2f}" in page
+    assert lab["manifest"]["rights"].split(" ")[0] in page and lab["author"] in page.lower()
+
+
+@needs_tiny_model
+def test_the_notebook_printed_no_unexplained_warning(lab):
+    lines = notebook_stderr(lab["notebook"])
+    assert not unexplained([line for _, line in lines], ALLOWED), lines
 
 
 @needs_tiny_model
 def test_merged_model_writes_what_base_plus_adapter_writes(lab):
-    tokenizer, prompt = lab["tokenizer"], lab["prompts"][:2]
-    with_adapter = PeftModel.from_pretrained(load_base_for_merge(lab["profile"]), lab["adapter_dir"])
-    expected = generate_completions(with_adapter, tokenizer, prompt, seed=0, max_new_tokens=40, temperature=None)
+    assert lab["results"]["merged_matches_adapter"] is True  # the notebook's own check
+    tokenizer = AutoTokenizer.from_pretrained(lab["adapter_dir"])
+    prompts = ["Continue in the author's style:\n\nThe rain fell on the", "Continue in the author's style:\n\nShe"]
+    with_adapter = PeftModel.from_pretrained(load_base_for_merge(PROFILES["tiny"]), lab["adapter_dir"])
+    expected = generate_completions(with_adapter, tokenizer, prompts, seed=0, max_new_tokens=40, temperature=None)
+    again = generate_completions(with_adapter, tokenizer, prompts, seed=3, max_new_tokens=20)
+    assert again == generate_completions(with_adapter, tokenizer, prompts, seed=3, max_new_tokens=20)  # same seed
     merged = with_adapter.merge_and_unload()
     assert not isinstance(merged, PeftModel)
-    assert generate_completions(merged, tokenizer, prompt, seed=0, max_new_tokens=40, temperature=None) == expected
-
-
-class FakeHubApi:
-    """Records what push_adapter asks the Hub for, without any network."""
-    calls: list = []
-
-    def __init__(self, token=None):
-        self.calls.append(("token", token))
-
-    def create_repo(self, repo_id, **kwargs):
-        self.calls.append(("create_repo", repo_id, kwargs))
-
-    def upload_folder(self, **kwargs):
-        self.calls.append(("upload_folder", kwargs))
-
-
-def test_push_is_private_unless_told_otherwise(tmp_path, monkeypatch):
-    import huggingface_hub
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHubApi)
-    FakeHubApi.calls = []
-    url = push_adapter(tmp_path, "someone/hemingway-lora", token="hf_fake")
-    assert url == "https://huggingface.co/someone/hemingway-lora"
-    (_, token), (_, repo, create), (_, upload) = FakeHubApi.calls
-    assert token == "hf_fake" and repo == "someone/hemingway-lora" and create["private"] is True
-    assert upload["folder_path"] == str(tmp_path) and upload["repo_id"] == "someone/hemingway-lora"
-    FakeHubApi.calls = []
-    push_adapter(tmp_path, "someone/public-lora", token="hf_fake", private=False)
-    assert FakeHubApi.calls[1][2]["private"] is False
-
-
-def test_hub_token_comes_only_from_the_user(monkeypatch):
-    monkeypatch.setenv("HF_TOKEN", "hf_from_env")
-    assert hub_token() == "hf_from_env"
-    monkeypatch.delenv("HF_TOKEN")
-    assert hub_token() is None  # not on Colab and no variable: no push
+    assert generate_completions(merged, tokenizer, prompts, seed=0, max_new_tokens=40, temperature=None) == expected
 
 
 def test_unsloth_models_are_switched_to_inference_and_back_for_measuring(monkeypatch):

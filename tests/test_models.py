@@ -91,3 +91,32 @@ def test_hub_model_offline_gives_an_error_that_says_what_to_do():
 def test_model_source_is_the_bundled_folder_for_tiny():
     assert model_source(TINY, "lora") == str(TINY_MODEL_DIR)
     assert model_source(T4, "qlora") == "unsloth/Llama-3.2-3B-Instruct"
+
+
+@pytest.mark.parametrize("error, reported", [(NotImplementedError("Unsloth cannot find any torch accelerator"), None),
+                                             (ImportError("no module named triton"), None),
+                                             (RuntimeError("version mismatch"), UserWarning)])
+def test_unsloth_that_cannot_import_falls_back_and_says_why(monkeypatch, capsys, error, reported):
+    """Where unsloth is installed on a GPU but does not import, the plain path is used and the reason is shown:
+    expected reasons (no accelerator, a missing dependency) as a line, anything else as a warning."""
+    import builtins
+    import importlib.util
+
+    from course_utils import models
+
+    real_import = builtins.__import__
+
+    def failing_import(name, *args, **kwargs):
+        if name == "unsloth":
+            raise error
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(models.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "unsloth" else None)
+    monkeypatch.setattr(builtins, "__import__", failing_import)
+    if reported:
+        with pytest.warns(reported, match="version mismatch"):
+            assert models.unsloth_importable() is False
+    else:
+        assert models.unsloth_importable() is False
+        assert type(error).__name__ in capsys.readouterr().out

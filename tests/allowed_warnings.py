@@ -1,0 +1,17 @@
+"""The messages a notebook may print to stderr, each with the reason it is expected and harmless. Anything else a
+notebook prints there fails its cell's test (conftest.py): a warning is a finding, fixed or explained, never ignored.
+(bitsandbytes' "autograd kernel was not registered" once hid QLoRA training with its gradient cut: see notebook 03.)
+Each key is a regular expression searched in one stderr line; each notebook explains its messages where they appear.
+"""
+ALLOWED = {
+    r"Failed to load CPU gemm_4bit_forward from kernels-community":
+        "bitsandbytes, on a CPU with avx512_bf16, looks for an optional Hub kernel (the `kernels` package) for its "
+        "bf16 4-bit inference path. The course switches that path off (models.keep_4bit_trainable: it cannot "
+        "train) and never fetches code from the network, so the kernel is neither installed nor needed.",
+    r"The tokenizer has new PAD/BOS/EOS tokens that differ from the model config":
+        "the Trainer aligns the model's stop token with the tokenizer's end-of-text token when training starts; "
+        "notebooks 03 and 07 stop generation at that token for base and tuned models alike.",
+    r"Token indices sequence length is longer than the specified maximum sequence length":
+        "SFTTrainer tokenizes each whole prompt + completion before truncating it to SFTConfig.max_length; a few "
+        "style-lab examples are longer than the tiny model's 512-token context, and none reaches the model untruncated.",
+}
