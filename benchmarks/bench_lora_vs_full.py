@@ -10,7 +10,6 @@ writes benchmarks/results/lora_vs_full.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from course_utils.manifest import write_results
 from course_utils.memory import estimate_memory, measure_training_runs, random_llama_config, training_run
 
 RESULTS = Path(__file__).resolve().parent / "results" / "lora_vs_full.json"
@@ -78,8 +78,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="PyTorch threads in the measuring process")
     options = parser.parse_args()
     result = run(options.steps, options.threads)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(RESULTS, result)
     print(markdown(result))
     print(f"\nwritten to {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}")
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -30,8 +29,9 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from course_utils.checkpoints import atomic_write_json  # noqa: E402
+from course_utils.manifest import write_results  # noqa: E402
 from course_utils.memory import LORA_MODULES, count_parameters, measure_peak  # noqa: E402
+from course_utils.models import keep_4bit_trainable  # noqa: E402
 from course_utils.quantization import (footprint_model_config, footprint_ratios, measure_footprints,  # noqa: E402
                                        save_random_model, true_footprint)
 
@@ -48,6 +48,7 @@ def load_for(method: str, folder: Path):
                                    bnb_4bit_compute_dtype=torch.float32)
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, device_map="cpu",
                                                      quantization_config=quant)
+        keep_4bit_trainable(model)  # as every 4-bit load of the course (bitsandbytes' avx512_bf16 trap)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     else:
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, device_map="cpu")
@@ -121,11 +122,10 @@ def main() -> None:
                      "lora_r": 16, "modules": list(LORA_MODULES), **training,
                      "qlora_over_lora_step_time": round(training["qlora"]["median_step_seconds"]
                                                         / training["lora"]["median_step_seconds"], 3)},
-        "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "processor": platform.processor() or platform.machine()},
+        "torch_threads": torch.get_num_threads(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
-    atomic_write_json(RESULTS, results)
+    write_results(RESULTS, results)
 
     print(f"Random Llama, {results['model']['parameters']:,} parameters, on the CPU\n")
     print("| loaded as | get_memory_footprint (MB) | true footprint (MB) | of fp32 |")

@@ -104,6 +104,9 @@ def split_by_chapter(chapters: list[Chapter], every: int = 5) -> tuple[list[Chap
 AUTHORS_DIR = HEMINGWAY_DIR.parent / "authors"
 SECTION_WORDS = 3000  # a chapter longer than twice this, or a text without chapters, is cut into ~3000-word sections
 MIN_CHAPTER_WORDS = 100
+# A folder of few long texts (a blog of three 3,000-word posts, one long file) is cut finer, into at least this many
+# sections of at least MIN_SECTION_WORDS, so that holding out every fifth one still leaves some for validation.
+MIN_SECTIONS, MIN_SECTION_WORDS = 15, 600
 
 # "CHAPTER I.", "Chapter 12", "CHAPTER XL. Fishing.--The Vigilance Committee", "CHAPTER THE LAST."
 _CONTENTS_GAP = 5  # lines: two headings this close are entries of a table of contents
@@ -146,15 +149,23 @@ def _headed_chapters(text: str) -> list[str]:
     return [unwrap(text[s:e]) for s, e in zip(starts, ends)]
 
 
-def text_chapters(text: str) -> list[str]:
+def section_words(total_words: int) -> int:
+    """The section length for texts without chapter headings that hold `total_words` words in all: SECTION_WORDS,
+    or for little text shorter sections, so that it gives at least MIN_SECTIONS of them."""
+    if total_words >= MIN_SECTIONS * SECTION_WORDS:
+        return SECTION_WORDS
+    return max(MIN_SECTION_WORDS, total_words // MIN_SECTIONS)
+
+
+def text_chapters(text: str, section: int = SECTION_WORDS) -> list[str]:
     """The chapters of one text file: its own chapters where it has "CHAPTER" headings (at least three), else
-    sections of about SECTION_WORDS words; a chapter over twice that is cut into sections too."""
+    sections of about `section` words; a chapter over twice that is cut into sections too."""
     chapters = _headed_chapters(text)
     if len(chapters) < 3:
         chapters = [unwrap(text)]
     pieces = []
     for chapter in chapters:
-        pieces += _sections(chapter) if len(chapter.split()) > 2 * SECTION_WORDS else [chapter]
+        pieces += _sections(chapter, section) if len(chapter.split()) > 2 * section else [chapter]
     return [p for p in pieces if len(p.split()) >= MIN_CHAPTER_WORDS]
 
 
@@ -173,14 +184,16 @@ def folder_chapters(folder, collection: str | None = None) -> list[Chapter]:
                                 "book, story or post (plain UTF-8 text, paragraphs separated by blank lines)")
     collection = collection or folder.name
     chapters: list[Chapter] = []
-    loose: list[str] = []
+    loose: list[str] = []  # texts without chapter headings: stories, posts, essays, one long file
     for path in files:
         text = path.read_text(encoding="utf-8")
         if len(_headed_chapters(text)) >= 3:
             chapters += [Chapter(path.stem, i, t) for i, t in enumerate(text_chapters(text), start=1)]
         else:
-            loose += text_chapters(text)
-    chapters += [Chapter(collection, i, t) for i, t in enumerate(loose, start=1)]
+            loose.append(text)
+    section = section_words(sum(len(t.split()) for t in loose))
+    pieces = [piece for text in loose for piece in text_chapters(text, section)]
+    chapters += [Chapter(collection, i, t) for i, t in enumerate(pieces, start=1)]
     if not chapters:
         raise ValueError(f"the files in {folder} hold fewer than {MIN_CHAPTER_WORDS} words of text each")
     return chapters

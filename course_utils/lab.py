@@ -70,11 +70,13 @@ def lab_plan(profile: Profile) -> LabPlan:
 
 
 def lab_prompts(corpus: StyleCorpus, n: int) -> tuple[list[str], list[str]]:
-    """n prompts from validation passages spread over the held-out chapters, and the author's own continuations.
-    The prompt is the instruction form the model was trained on: instruction, blank line, the first 50 words."""
+    """n prompts from validation passages spread over the held-out chapters, and the author's own continuations
+    (all of them where fewer than n are held out: a student's small folder). The prompt is the instruction form the
+    model was trained on: instruction, blank line, the first 50 words."""
     examples = instruction_examples(corpus.val)
-    if len(examples) < n:
-        raise ValueError(f"only {len(examples)} validation passages are long enough for a prompt; {n} are needed")
+    if not examples:
+        raise ValueError("no validation passage is long enough for a prompt: give more text")
+    n = min(n, len(examples))
     picked = [examples[round(i * (len(examples) - 1) / max(n - 1, 1))] for i in range(n)]
     return [prompt_text(e["input"], e["instruction"]) for e in picked], [e["output"] for e in picked]
 

@@ -241,6 +241,8 @@ def measure_footprint(folder: str | Path, variant: str) -> Footprint:
     """Load the saved model one way (a key of LOAD_VARIANTS) on the CPU and measure what it takes."""
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
+    from .models import keep_4bit_trainable
+
     if variant not in LOAD_VARIANTS:
         raise ValueError(f"unknown variant {variant!r}: choose one of {', '.join(LOAD_VARIANTS)}")
     dtype, quant = LOAD_VARIANTS[variant]
@@ -249,6 +251,8 @@ def measure_footprint(folder: str | Path, variant: str) -> Footprint:
         folder, dtype=dtype, device_map="cpu", use_safetensors=True,
         quantization_config=BitsAndBytesConfig(**quant) if quant else None)
     seconds = time.perf_counter() - start
+    if quant and quant.get("load_in_4bit"):
+        keep_4bit_trainable(model)  # every 4-bit load of the course, even one that is only measured
     result = Footprint(variant, sum(p.numel() for p in model.parameters()), model.get_memory_footprint(),
                        true_footprint(model), seconds)
     del model

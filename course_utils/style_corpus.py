@@ -24,6 +24,8 @@ from .atomic import write_text
 INSTRUCTION = "Continue in the author's style:"
 MIN_WORDS, TARGET_WORDS, MAX_WORDS = 100, 300, 500
 INPUT_WORDS, OUTPUT_WORDS = 50, 200
+# The least the lab can work with: training examples, and held-out examples to prompt with and measure on.
+MIN_TRAIN_EXAMPLES, MIN_VAL_EXAMPLES = 12, 4
 
 # Where the texts may be used. The lab prints this wherever it uses them.
 RIGHTS = {
@@ -130,6 +132,15 @@ def build_style_corpus(author: str = "hemingway", every: int = 5) -> StyleCorpus
                          f"of about 3000 words), or a smaller `every`.")
     train = [p for c in train_chapters for p in cut_passages(c)]
     val = [p for c in val_chapters for p in cut_passages(c)]
+    n_train, n_val = len(instruction_examples(train)), len(instruction_examples(val))
+    if n_train < MIN_TRAIN_EXAMPLES or n_val < MIN_VAL_EXAMPLES:
+        words = sum(c.words for c in train_chapters + val_chapters)
+        needed = (MIN_TRAIN_EXAMPLES + MIN_VAL_EXAMPLES) * TARGET_WORDS * every // (every - 1)
+        raise ValueError(f"{author}: too little text for the lab. It holds {words:,} words in "
+                         f"{len(train_chapters) + len(val_chapters)} chapters or sections, which give {n_train} "
+                         f"training and {n_val} held-out examples of at least "
+                         f"{INPUT_WORDS + OUTPUT_WORDS // 2} words; the lab needs {MIN_TRAIN_EXAMPLES} and "
+                         f"{MIN_VAL_EXAMPLES}, that is about {needed:,} words of text in all. Add more text.")
     return StyleCorpus(author_label(author), train, val, train_chapters, val_chapters)
 
 

@@ -138,7 +138,7 @@ def test_a_folder_of_the_students_own_text_becomes_a_corpus(tmp_path):
     folder = tmp_path / "my_blog"
     folder.mkdir()
     for i in range(10):  # ten short posts, no chapter headings
-        body = "\n\n".join(" ".join(f"post{i} para{j} word{k}." for k in range(40)) for j in range(4))
+        body = "\n\n".join(" ".join(f"post{i} para{j} word{k}." for k in range(60)) for j in range(4))
         (folder / f"post_{i:02}.md").write_text(body, encoding="utf-8")
     chapters = folder_chapters(folder)
     assert [c.book for c in chapters] == ["my_blog"] * 10 and [c.number for c in chapters] == list(range(1, 11))
@@ -148,9 +148,27 @@ def test_a_folder_of_the_students_own_text_becomes_a_corpus(tmp_path):
 
 
 def test_a_long_text_without_chapters_is_cut_into_sections(tmp_path):
-    (tmp_path / "novel.txt").write_text("\n\n".join(" ".join(["word"] * 100) for _ in range(150)), encoding="utf-8")
+    (tmp_path / "novel.txt").write_text("\n\n".join(" ".join(["word"] * 100) for _ in range(600)), encoding="utf-8")
+    chapters = folder_chapters(tmp_path)  # 60,000 words: sections of about 3,000
+    assert len(chapters) == 20 and all(2500 <= c.words <= 3500 for c in chapters)
+
+
+def test_little_text_without_chapters_is_cut_finer_so_some_can_be_held_out(tmp_path):
+    """A blog of three 3,200-word posts: 15 sections, three of them held out."""
+    for i in range(3):
+        paragraphs = [" ".join(f"Post {i} said thing {j} {k}." for k in range(20)) for j in range(27)]
+        (tmp_path / f"post_{i}.md").write_text("\n\n".join(paragraphs), encoding="utf-8")
     chapters = folder_chapters(tmp_path)
-    assert len(chapters) == 5 and all(2500 <= c.words <= 3500 for c in chapters)
+    assert len(chapters) == 15 and all(500 <= c.words <= 800 for c in chapters)
+    corpus = build_style_corpus(str(tmp_path))
+    assert len(corpus.val_chapters) == 3 and len(instruction_examples(corpus.val)) >= 4
+
+
+def test_too_little_text_says_how_much_there_is_and_how_much_the_lab_needs(tmp_path):
+    paragraphs = [" ".join(f"A short note, line {j} {k}." for k in range(20)) for j in range(25)]
+    (tmp_path / "note.txt").write_text("\n\n".join(paragraphs), encoding="utf-8")  # 3,000 words
+    with pytest.raises(ValueError, match=r"too little text .* holds 3,000 words .* about 6,000 words"):
+        build_style_corpus(str(tmp_path))
 
 
 def test_missing_or_empty_folder_says_what_to_do(tmp_path):

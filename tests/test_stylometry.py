@@ -6,7 +6,7 @@ import pytest
 from course_utils.style_corpus import build_style_corpus
 from course_utils.stylometry import (FEATURES, FUNCTION_WORD_FEATURE, author_reference, comparison_rows,
                                      dialogue_share, distance, moving_type_token_ratio, sentences, style_profile,
-                                     text_distance, words, z_scores)
+                                     format_rows, text_distance, words, z_scores)
 
 
 def test_words_keep_contractions_and_ignore_punctuation():
@@ -100,7 +100,8 @@ def test_distance_is_the_mean_absolute_z_score_of_seven_features(hemingway):
     assert distance(profile, reference) == pytest.approx(statistics.fmean(abs(v) for v in scores.values()))
     mean_profile = reference.mean["mean_sentence_length"]
     assert scores["mean_sentence_length"] == pytest.approx(
-        (profile.mean_sentence_length - mean_profile) / reference.sd["mean_sentence_length"])
+        (profile.mean_sentence_length - mean_profile) / reference.spread("mean_sentence_length"))
+    assert reference.spread("mean_sentence_length") == reference.sd["mean_sentence_length"]  # not floored
 
 
 def test_comparison_rows_give_every_feature_delta_and_distance(hemingway):
@@ -114,3 +115,91 @@ def test_comparison_rows_give_every_feature_delta_and_distance(hemingway):
 def test_reference_needs_at_least_two_passages():
     with pytest.raises(ValueError, match="at least 2 passages"):
         author_reference(["One passage only."])
+
+
+# ------------------------------------------------------------------------------------------------ any writing
+# A feature without spread in the author's passages (a play has no quotation marks: dialogue 0.000 +- 0.000) once
+# turned the distance into millions. Properties over arbitrary texts and references:
+
+from dataclasses import replace  # noqa: E402
+
+from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from course_utils.stylometry import FEATURES as SCALAR  # noqa: E402
+
+WORDS = ["the", "and", "of", "rain", "he", "said", "she", "walked", "long", "road", "it", "was", "cold", "a", "I"]
+sentence = st.lists(st.sampled_from(WORDS), min_size=1, max_size=25).map(lambda w: " ".join(w) + ".")
+quoted = sentence.map(lambda s: f"“{s}”")
+text = st.lists(st.one_of(sentence, quoted), min_size=1, max_size=12).map(" ".join)
+prose_without_dialogue = st.lists(sentence, min_size=1, max_size=12).map(" ".join)
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+
+
+def reference_or_none(passages):
+    try:
+        return author_reference(passages)
+    except ValueError:  # passages that do not differ in any feature: an error, tested below
+        return None
+
+
+@SETTINGS
+@given(st.lists(text, min_size=2, max_size=6), text)
+def test_distance_is_finite_and_non_negative_for_any_text_and_reference(passages, candidate):
+    reference = reference_or_none(passages)
+    assume(reference is not None)
+    value = text_distance(candidate, reference)
+    assert value >= 0 and value == value and value != float("inf")
+
+
+@SETTINGS
+@given(st.lists(text, min_size=2, max_size=6))
+def test_distance_is_zero_for_the_reference_mean(passages):
+    reference = reference_or_none(passages)
+    assume(reference is not None)
+    profile = replace(style_profile(passages[0]), **{n: reference.mean[n] for n in SCALAR},
+                      function_words={w: reference.mean[f"fw:{w}"] for w in style_profile(passages[0]).function_words})
+    assert distance(profile, reference) == pytest.approx(0, abs=1e-9)
+
+
+@SETTINGS
+@given(st.lists(prose_without_dialogue, min_size=2, max_size=6), text, st.floats(0, 1))
+def test_a_feature_the_reference_cannot_measure_is_left_out(passages, candidate, share):
+    """Passages without quotation marks cannot measure dialogue: the candidate's dialogue share does not count."""
+    reference = reference_or_none(passages)
+    assume(reference is not None)
+    assert not reference.measurable("dialogue_share") and "dialogue_share" in reference.treatment()["left_out"]
+    profile = style_profile(candidate)
+    assert distance(replace(profile, dialogue_share=share), reference) == pytest.approx(distance(profile, reference))
+    assert "dialogue_share" not in z_scores(profile, reference)
+
+
+@pytest.mark.parametrize("candidate", ["No dialogue here at all, only a long sentence that goes on and on.",
+                                       "Yes. No. Go. Stop. Run.", "Rain. Cold. Road. Walked. Long."])
+def test_texts_without_dialogue_long_sentences_or_function_words_give_a_number(hemingway, candidate):
+    _, reference = hemingway
+    value = text_distance(candidate, reference)
+    assert 0 <= value < 100
+
+
+def test_a_tiny_spread_is_floored_at_half_the_populations(hemingway):
+    _, reference = hemingway
+    assert all(not reference.floored(n) for n in SCALAR)  # Hemingway's own spreads are all above the floor
+    narrow = author_reference(["He said yes. She said no.", "He said no at all. She said yes."])
+    for name in ("mean_sentence_length", "sentence_length_sd"):
+        assert narrow.sd[name] < narrow.floor[name] == narrow.spread(name)
+        assert name in narrow.treatment()["floored"]
+    assert "spread floored" in narrow.describe_treatment()
+
+
+def test_passages_that_never_differ_cannot_be_a_reference():
+    with pytest.raises(ValueError, match="do not differ in any style feature"):
+        author_reference(["The same.", "The same."])
+
+
+def test_comparison_rows_mark_left_out_features():
+    reference = author_reference(["He walked. It was cold.", "The road was long and he said it was cold."])
+    rows = comparison_rows(reference, {"base": style_profile("“Hello,” she said.")})
+    dialogue = next(r for r in rows if r["feature"] == "dialogue_share")
+    assert dialogue["treatment"] == "left out" and dialogue["base_z"] is None
+    assert "left out" in format_rows(rows, ["base"])
