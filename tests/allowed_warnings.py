@@ -14,4 +14,13 @@ ALLOWED = {
     r"Token indices sequence length is longer than the specified maximum sequence length":
         "SFTTrainer tokenizes each whole prompt + completion before truncating it to SFTConfig.max_length; a few "
         "style-lab examples are longer than the tiny model's 512-token context, and none reaches the model untruncated.",
+    r"Merge lora module to 4-bit linear may get different generations due to rounding errors":
+        "peft's own warning when an adapter is merged into 4-bit weights: notebook 05 measures exactly that rounding "
+        "(section 9) and advises merging into the full-precision base instead.",
+    r"^warnings\.warn\($":
+        "the second line Python prints for every warning (the source line that raised it); the first line, with the "
+        "message, is the one this list must explain.",
+    r"`torch_dtype` is deprecated! Use `dtype` instead!":
+        "mergekit 0.1.5 passes transformers the old argument name while it reads the models' configs (notebook 05, "
+        "section 10); the course's own calls use `dtype=`. Nothing to change on our side.",
 }
