@@ -62,6 +62,7 @@ def max_difference(x: dict, y: dict) -> float:
     Recipe("slerp", t={"self_attn": 0.2, "mlp": 0.8, "": 0.5}),
     Recipe("ties", (0.5, 1.0), density=0.4),
     Recipe("ties", (1.0, 1.0), density=1.0),
+    Recipe("dare_ties", (0.5, 1.0), density=1.0),  # DARE's sign election and sum, without the random drop
 ], ids=lambda r: r.label())
 def test_each_method_gives_mergekits_tensors(models, recipe):
     ours = merge(recipe, [models["a"], models["b"]], models["base"])
