@@ -23,7 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from course_utils.execution import execute_notebook  # noqa: E402
-from course_utils.manifest import write_results  # noqa: E402
+from course_utils.manifest import run_environment, write_results  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "hemingway_lab.json"
 NOTEBOOK = REPO_ROOT / "notebooks" / "07_hemingway_style_lab.ipynb"
@@ -64,6 +64,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("MPLCONFIGDIR", tempfile.mkdtemp())
 
+    environment = run_environment()  # the commit and machine as the runs start
     runs = []
     for author in args.authors:
         for seed in args.seeds:
@@ -75,7 +76,7 @@ def main() -> None:
                 runs.append(lab_run(author, seed, rate))
                 print(json.dumps(runs[-1]), flush=True)
     write_results(RESULTS, {"profile": "tiny", "goal": f"perplexity tuned/base <= {GOAL} and distance falls",
-                            "runs": runs})
+                             "runs": runs}, environment)
 
     print("\n| author | seed | learning rate | distance base -> tuned | perplexity base -> tuned | ratio | goal met |"
           " lab (s) | training (s) |\n|---|---:|---:|---|---|---:|---|---:|---:|")

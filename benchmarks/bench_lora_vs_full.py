@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from course_utils.manifest import write_results
+from course_utils.manifest import run_environment, write_results
 from course_utils.memory import estimate_memory, measure_training_runs, random_llama_config, training_run
 
 RESULTS = Path(__file__).resolve().parent / "results" / "lora_vs_full.json"
@@ -77,8 +77,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="training steps per run (at least 2)")
     parser.add_argument("--threads", type=int, default=1, help="PyTorch threads in the measuring process")
     options = parser.parse_args()
+    environment = run_environment()  # the commit and machine as the runs start
     result = run(options.steps, options.threads)
-    write_results(RESULTS, result)
+    write_results(RESULTS, result, environment)
     print(markdown(result))
     print(f"\nwritten to {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}")
 

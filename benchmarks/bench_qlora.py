@@ -29,7 +29,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from course_utils.manifest import write_results  # noqa: E402
+from course_utils.manifest import run_environment, write_results  # noqa: E402
 from course_utils.memory import LORA_MODULES, count_parameters, measure_peak  # noqa: E402
 from course_utils.models import keep_4bit_trainable  # noqa: E402
 from course_utils.quantization import (footprint_model_config, footprint_ratios, measure_footprints,  # noqa: E402
@@ -95,6 +95,7 @@ def main() -> None:
     if options.train_one:
         print(json.dumps(train_one(options.train_one, Path(options.folder), options.steps, options.batch, options.seq)))
         return
+    environment = run_environment()  # the commit and machine as the runs start
 
     config = footprint_model_config()
     folder = save_random_model(Path(tempfile.mkdtemp()) / "random-llama", config)
@@ -125,7 +126,7 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
-    write_results(RESULTS, results)
+    write_results(RESULTS, results, environment)
 
     print(f"Random Llama, {results['model']['parameters']:,} parameters, on the CPU\n")
     print("| loaded as | get_memory_footprint (MB) | true footprint (MB) | of fp32 |")

@@ -17,7 +17,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from course_utils.execution import execute_notebook  # noqa: E402
-from course_utils.manifest import write_results  # noqa: E402
+from course_utils.manifest import run_environment, write_results  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "notebooks.json"
 
@@ -33,6 +33,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("MPLCONFIGDIR", tempfile.mkdtemp())
     os.environ.setdefault("COURSE_OUTPUT_DIR", tempfile.mkdtemp(prefix="course-benchmark-"))
+    environment = run_environment()  # the commit and machine as the runs start
     paths = [Path(p).resolve() for p in sys.argv[1:]] or sorted(
         [*REPO_ROOT.glob("notebooks/*.ipynb"), *REPO_ROOT.glob("solutions/*.ipynb")])
     rows = []
@@ -40,7 +41,7 @@ def main() -> None:
         row = run_notebook(path)
         print(f"{row['notebook']}: {row['seconds']} s, {row['peak_rss_mb']} MB", flush=True)
         rows.append(row)
-    write_results(RESULTS, {"profile": os.environ["COURSE_PROFILE"], "notebooks": rows})
+    write_results(RESULTS, {"profile": os.environ["COURSE_PROFILE"], "notebooks": rows}, environment)
     print("\n| notebook | wall time (s) | peak memory (MB) |\n|---|---:|---:|")
     for row in rows:
         print(f"| {row['notebook']} | {row['seconds']} | {row['peak_rss_mb']} |")

@@ -131,7 +131,8 @@ def read_manifest(path: str | Path) -> dict:
         return json.load(f)
 
 
-def write_results(path: str | Path, results: dict) -> Path:
-    """Write a benchmark's results as JSON, atomically, with where they were measured first (run_environment):
-    a figure that changes between machines can then be traced to the CPU, the libraries or the commit."""
-    return write_json(path, {"environment": run_environment(), **results})
+def write_results(path: str | Path, results: dict, environment: dict | None = None) -> Path:
+    """Write a benchmark's results as JSON, atomically, with where they were measured first (run_environment, or
+    the `environment` the benchmark read when it started): a figure that changes between machines can then be
+    traced to the CPU, the libraries or the commit."""
+    return write_json(path, {"environment": environment or run_environment(), **results})
