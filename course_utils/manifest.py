@@ -39,12 +39,14 @@ def library_versions(packages: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
 
 
 def git_commit(folder: str | Path = REPO_ROOT) -> str:
-    """The course's commit (with "+changes" when the working tree differs from it), or "unknown" outside git."""
+    """The course's commit (with "+changes" when a tracked file outside benchmarks/results differs from it), or
+    "unknown" outside git."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                                ":(top,exclude)benchmarks/results"],  # a benchmark's own results do not count
+                               cwd=folder, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return commit + ("+changes" if dirty else "")
