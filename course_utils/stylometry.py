@@ -178,19 +178,17 @@ class AuthorReference:
 
     def describe_treatment(self) -> str:
         """One sentence a reader of the report needs: what the distance is made of."""
-        t = self.treatment()
-        words = lambda names: [n[3:] for n in names if n.startswith("fw:")]  # noqa: E731
-        scalar = lambda names: [FEATURES[n] for n in names if n in FEATURES]  # noqa: E731
+        treatment = self.treatment()
         parts = []
-        if scalar(t["left_out"]):
-            parts.append("left out (no spread in the author's passages): " + "; ".join(scalar(t["left_out"])))
-        if words(t["left_out"]):
-            parts.append(f"{len(words(t['left_out']))} function words the author never varies left out "
-                         f"({', '.join(words(t['left_out']))})")
-        if scalar(t["floored"]):
-            parts.append("spread floored: " + "; ".join(scalar(t["floored"])))
-        if words(t["floored"]):
-            parts.append(f"{len(words(t['floored']))} function-word spreads floored ({', '.join(words(t['floored']))})")
+        for kind, scalar_text, word_text in (("left_out", "left out (no spread in the author's passages)",
+                                               "function words the author never varies left out"),
+                                              ("floored", "spread floored", "function-word spreads floored")):
+            scalar = [FEATURES[n] for n in treatment[kind] if n in FEATURES]
+            words = [n[3:] for n in treatment[kind] if n.startswith("fw:")]
+            if scalar:
+                parts.append(f"{scalar_text}: " + "; ".join(scalar))
+            if words:
+                parts.append(f"{len(words)} {word_text} ({', '.join(words)})")
         return ("Distance: " + "; ".join(parts) + ".") if parts else "Distance: every feature measured, none floored."
 
 

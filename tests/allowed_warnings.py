@@ -23,4 +23,9 @@ ALLOWED = {
     r"`torch_dtype` is deprecated! Use `dtype` instead!":
         "mergekit 0.1.5 passes transformers the old argument name while it reads the models' configs (notebook 05, "
         "section 10); the course's own calls use `dtype=`. Nothing to change on our side.",
+    r"mtime may not be reliable on this filesystem, falling back to numerical ordering":
+        "Trainer deletes old checkpoints (save_total_limit) in order of modification time; when they were written "
+        "within a second of each other, as the tiny model's are on a fast machine, it orders them by step number "
+        "instead, the order the course's resume logic uses (notebook 03). It depends on timing, so not every run "
+        "prints it.",
 }
