@@ -1,9 +1,10 @@
-"""The style lab's own plumbing (notebook 07): the plan each profile gets, the held-out prompts, and the two
-style-shift measurements taken before and after training.
+"""The style lab's own plumbing (notebook 07): the plan each profile gets, and the two style-shift measurements
+taken before and after training.
 
 The notebook itself shows the lesson (LoraConfig, SFTConfig, SFTTrainer, save_pretrained, merge_and_unload) and runs
 the measure-train-measure loop; what a second notebook needs lives with its concern (generation and perplexity in
-`evaluation`, the merge base in `models`, run ids in `checkpoints`, the Hub in `hub`).
+`evaluation`, the merge base in `models`, run ids in `checkpoints`, the Hub in `hub`, held-out prompts in
+`style_corpus`, the distance of completions in `stylometry`).
 """
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from dataclasses import dataclass
 
 from .evaluation import generate_completions, inference_mode, mean_loss, token_ids
 from .profiles import TINY, Profile
-from .style_corpus import StyleCorpus, instruction_examples, prompt_text
 from .stylometry import AuthorReference, style_profile, text_distance
 
 # The seven projection matrices of every Llama block: attention (q, k, v, o) and the MLP (gate, up, down).
@@ -69,27 +69,10 @@ def lab_plan(profile: Profile) -> LabPlan:
     return TINY_PLAN if profile.model_for("qlora") == TINY else CHAPTER_PLAN
 
 
-def lab_prompts(corpus: StyleCorpus, n: int) -> tuple[list[str], list[str]]:
-    """n prompts from validation passages spread over the held-out chapters, and the author's own continuations
-    (all of them where fewer than n are held out: a student's small folder). The prompt is the instruction form the
-    model was trained on: instruction, blank line, the first 50 words."""
-    examples = instruction_examples(corpus.val)
-    if not examples:
-        raise ValueError("no validation passage is long enough for a prompt: give more text")
-    n = min(n, len(examples))
-    picked = [examples[round(i * (len(examples) - 1) / max(n - 1, 1))] for i in range(n)]
-    return [prompt_text(e["input"], e["instruction"]) for e in picked], [e["output"] for e in picked]
-
-
 def held_out_perplexity(model, tokenizer, texts: list[str], plan: LabPlan) -> float:
     """Perplexity of the author's held-out chapters (the first plan.eval_blocks blocks of plan.eval_block tokens)."""
     ids = token_ids(tokenizer, texts)
     return math.exp(mean_loss(model, ids, block=plan.eval_block, batch=plan.eval_batch, max_blocks=plan.eval_blocks))
-
-
-def style_distance(completions: list[str], reference: AuthorReference) -> float:
-    """Distance from all the completions together (one text) to the author's style."""
-    return text_distance("\n\n".join(completions), reference)
 
 
 def measure(model, tokenizer, prompts: list[str], reference: AuthorReference, held_out: list[str], plan: LabPlan,

@@ -224,3 +224,15 @@ def to_prompt_completion(example: dict[str, str]) -> dict[str, str]:
 def instruction_examples(passages: list[Passage]) -> list[dict[str, str]]:
     """The instruction form of every passage long enough to have one."""
     return [e for e in (to_instruction(p) for p in passages) if e is not None]
+
+
+def held_out_prompts(corpus: StyleCorpus, n: int) -> tuple[list[str], list[str]]:
+    """n prompts from validation passages spread over the held-out chapters, and the author's own continuations
+    (all of them where fewer than n are held out: a student's small folder). The prompt is the instruction form the
+    model was trained on: instruction, blank line, the first 50 words."""
+    examples = instruction_examples(corpus.val)
+    if not examples:
+        raise ValueError("no validation passage is long enough for a prompt: give more text")
+    n = min(n, len(examples))
+    picked = [examples[round(i * (len(examples) - 1) / max(n - 1, 1))] for i in range(n)]
+    return [prompt_text(e["input"], e["instruction"]) for e in picked], [e["output"] for e in picked]

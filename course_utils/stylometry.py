@@ -255,6 +255,11 @@ def text_distance(text: str, reference: AuthorReference) -> float:
     return distance(style_profile(text), reference)
 
 
+def style_distance(completions: list[str], reference: AuthorReference) -> float:
+    """Distance from a model's completions, taken together as one text, to the author's style."""
+    return text_distance("\n\n".join(completions), reference)
+
+
 def comparison_rows(reference: AuthorReference, profiles: dict[str, StyleProfile]) -> list[dict]:
     """Rows for a table: each feature with the author's mean and every named profile's value and z-score (None
     where the feature is left out), then the function-word Delta and the overall distance. Each row's "treatment"

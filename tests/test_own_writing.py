@@ -13,11 +13,11 @@ import pytest
 
 from course_utils.corpus import gutenberg_books, unwrap
 from course_utils.execution import execute_notebook
-from course_utils.lab import TINY_PLAN, lab_prompts, measure
+from course_utils.lab import TINY_PLAN, measure
 from course_utils.models import load_model
 from course_utils.paths import REPO_ROOT
 from course_utils.profiles import PROFILES
-from course_utils.style_corpus import build_style_corpus
+from course_utils.style_corpus import build_style_corpus, held_out_prompts
 from course_utils.stylometry import author_reference
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "07_hemingway_style_lab.ipynb"
@@ -83,7 +83,7 @@ def test_any_kind_of_writing_gives_a_corpus_and_a_base_distance_in_the_usual_ran
     corpus = build_style_corpus(str(write_folder(tmp_path, kind)))
     assert corpus.train and corpus.val_chapters
     reference = author_reference([p.text for p in corpus.train])
-    prompts, _ = lab_prompts(corpus, 8)
+    prompts, _ = held_out_prompts(corpus, 8)
     model, tokenizer = base_model
     figures = measure(model, tokenizer, prompts, reference, [c.text for c in corpus.val_chapters], TINY_PLAN)
     assert 0.3 <= figures["distance"] <= 3.5, (kind, figures["distance"], reference.describe_treatment())
