@@ -78,7 +78,7 @@ def test_qlora_after_measuring_learns_like_lora_on_the_fp32_base():
     assert (q[0] - q[-1]) > 0.8 * (r[0] - r[-1]), f"QLoRA loss fell {q[0] - q[-1]:.3f}, LoRA {r[0] - r[-1]:.3f}"
 
 
-@pytest.mark.filterwarnings("ignore:bitsandbytes::gemv_4bit. an autograd kernel was not registered")  # the symptom
+@pytest.mark.filterwarnings("ignore:.*an autograd kernel was not registered")  # the symptom itself
 @pytest.mark.skipif(not has_avx512bf16(), reason="the trap needs a CPU with avx512_bf16; this one has none, so "
                                                   "bitsandbytes never switches to its inference-only kernel here")
 def test_without_the_fix_this_cpu_cuts_the_gradient():
