@@ -30,7 +30,8 @@ for var, sub in [("HF_HOME", "hf"), ("MPLCONFIGDIR", "matplotlib"), ("IPYTHONDIR
                  ("JUPYTER_RUNTIME_DIR", "jupyter-runtime")]:
     os.environ[var] = os.path.join(_cache, sub)
 
-REPO_ROOT = Path(__file__).resolve().parent
+from course_utils.paths import REPO_ROOT  # noqa: E402  (after the environment above is set)
+
 _NOT_THE_TREE = {".git", ".venv"}  # git's own files, and the environment `make setup` installs
 
 

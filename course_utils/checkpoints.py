@@ -46,11 +46,12 @@ def choose_checkpoint_root(requested: str | None, on_colab: bool, drive_mounted:
         return Path(requested).expanduser(), "the folder you chose"
     if on_colab and drive_mounted:
         return DRIVE_FOLDER, "Google Drive is mounted: checkpoints outlive this Colab session"
+    local = output_root() / "checkpoints"
     if on_colab:
-        return output_root() / "checkpoints", ("WARNING: Google Drive is not mounted, so checkpoints live on this Colab machine and "
-                              "die with it. To keep them, run `from google.colab import drive; "
-                              "drive.mount('/content/drive')` and then this cell again")
-    return output_root() / "checkpoints", "a folder on this machine (outputs/ in the course repository)"
+        return local, ("WARNING: Google Drive is not mounted, so checkpoints live on this Colab machine and die with "
+                       "it. To keep them, run `from google.colab import drive; drive.mount('/content/drive')` and "
+                       "then this cell again")
+    return local, "a folder on this machine (outputs/ in the course repository)"
 
 
 def checkpoint_root(requested: str | None = None, verbose: bool = True) -> Path:
@@ -76,7 +77,7 @@ def mark_complete(folder: str | Path, **extra) -> None:
     folder = Path(folder)
     _sync_folder(folder)
     write_json(folder / MARKER, {"files": _file_sizes(folder), "written": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                        **extra})
+                                 **extra})
 
 
 def _sync_folder(folder: Path) -> None:
@@ -98,9 +99,7 @@ def _check_marker(folder: Path) -> bool:
     try:
         listed = json.loads((folder / MARKER).read_text())["files"]
         return bool(listed) and all((folder / name).stat().st_size == size for name, size in listed.items())
-    except FileNotFoundError:
-        return False
-    except (ValueError, KeyError, TypeError, AttributeError):  # not the marker's format: demonstrably wrong
+    except (FileNotFoundError, ValueError, KeyError, TypeError, AttributeError):  # missing, or not the marker's format
         return False
 
 

@@ -3,6 +3,7 @@ is better), and sampling completions with a fixed seed, so that two models can b
 from __future__ import annotations
 
 import math
+import time
 from contextlib import contextmanager
 
 import torch
@@ -80,3 +81,16 @@ def inference_mode(model, backend: str = "transformers"):
         yield model
     finally:
         FastLanguageModel.for_training(model)
+
+
+def generation_speed(models: dict, tokenizer, prompts: list[str], max_new_tokens: int = 48,
+                     repeats: int = 5) -> dict[str, float]:
+    """Greedy generation speed of each named model in new tokens per second: the best of `repeats` runs, the models
+    taking turns, so that a busy moment of the machine does not fall on one model only."""
+    best = dict.fromkeys(models, math.inf)
+    for _ in range(repeats):
+        for name, model in models.items():
+            start = time.perf_counter()
+            generate_completions(model, tokenizer, prompts, seed=0, max_new_tokens=max_new_tokens, temperature=None)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: len(prompts) * max_new_tokens / seconds for name, seconds in best.items()}

@@ -1,6 +1,6 @@
 """Running a notebook headless, as `make run`, the tests and the benchmarks do: papermill's parameters injected, every
 cell executed by nbclient, the wall time and the kernel's peak memory recorded, and what the cells printed to
-stderr kept (every warning a notebook prints is a finding: see `warning_lines`)."""
+stderr kept (every warning a notebook prints is a finding: see `unexplained`)."""
 from __future__ import annotations
 
 import re

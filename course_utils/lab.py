@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .evaluation import generate_completions, inference_mode, mean_loss, token_ids
 from .profiles import TINY, Profile
-from .stylometry import AuthorReference, style_profile, text_distance
+from .stylometry import AuthorReference, distance, style_profile
 
 # The seven projection matrices of every Llama block: attention (q, k, v, o) and the MLP (gate, up, down).
 SEVEN_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -83,6 +83,47 @@ def measure(model, tokenizer, prompts: list[str], reference: AuthorReference, he
         completions = generate_completions(model, tokenizer, prompts, seed=seed, max_new_tokens=plan.max_new_tokens,
                                            temperature=plan.temperature, top_p=plan.top_p)
         perplexity = held_out_perplexity(model, tokenizer, held_out, plan)
-    text = "\n\n".join(completions)
-    return {"completions": completions, "profile": style_profile(text), "distance": text_distance(text, reference),
+    profile = style_profile("\n\n".join(completions))
+    return {"completions": completions, "profile": profile, "distance": distance(profile, reference),
             "perplexity": perplexity}
+
+
+def benchmark_report(bench: dict, rate: float) -> str:
+    """The five-author benchmark (benchmarks/results/hemingway_lab.json) as text: every run at the plan's learning
+    `rate`; per author, how often the distance fell, the seed-to-seed spread of the base's own distance (sampling
+    noise) and, where it missed, the features the adapter pushed further from the author; then the lower-rate runs."""
+    from collections import defaultdict
+
+    from .stylometry import FEATURES
+
+    machine = bench["environment"]["machine"]
+    lines = [f"measured on {machine['model']} (avx512_bf16: {machine['flags']['avx512_bf16']}), commit "
+             f"{bench['environment']['commit'][:12]}\n",
+             f"{'author':<11}{'seed':>5}{'distance base -> tuned':>26}{'perplexity base -> tuned':>28}{'ratio':>8}  goal"]
+    by_author = defaultdict(list)
+    for r in (r for r in bench["runs"] if r["learning_rate"] == rate):
+        by_author[r["author"]].append(r)
+        lines.append(f"{r['author']:<11}{r['seed']:>5}{r['distance_base']:>14.3f} -> {r['distance_tuned']:<8.3f}"
+                     f"{r['perplexity_base']:>16.2f} -> {r['perplexity_tuned']:<8.2f}{r['perplexity_ratio']:>8.3f}  "
+                     f"{'met' if r['meets_goal'] else 'MISSED'}")
+    lines.append("")
+    for author, rs in by_author.items():
+        falls = sum(r["distance_tuned"] < r["distance_base"] for r in rs)
+        spread = max(r["distance_base"] for r in rs) - min(r["distance_base"] for r in rs)
+        lines.append(f"{author}: perplexity ratio at most {max(r['perplexity_ratio'] for r in rs):.3f}; distance fell "
+                     f"in {falls} of {len(rs)} seeds; the base's own distance varies by {spread:.2f} between seeds "
+                     "(sampling)")
+        if falls == len(rs) or not all(r.get("features") for r in rs):
+            continue
+        z = {f: [(r["features"][f]["base_z"], r["features"][f]["tuned_z"]) for r in rs] for f in FEATURES
+             if all(r["features"][f]["base_z"] is not None for r in rs)}  # left-out features have no z
+        away = [FEATURES[f] for f, pairs in z.items() if sum(abs(t) - abs(b) for b, t in pairs) > 0]
+        past = [FEATURES[f] for f, pairs in z.items() if all(b * t < 0 for b, t in pairs)]
+        lines.append(f"  moved away from {author} on average: {'; '.join(away) or 'none'}")
+        if past:
+            lines.append(f"  moved past {author}'s mean (the sign of z flipped) in every seed: {'; '.join(past)}")
+    for r in (r for r in bench["runs"] if r["learning_rate"] < rate):
+        lines.append(f"\nat learning rate {r['learning_rate']:g} ({r['learning_rate'] / rate:.2g} of the plan's), "
+                     f"{r['author']} seed {r['seed']}: distance {r['distance_base']:.3f} -> {r['distance_tuned']:.3f}, "
+                     f"perplexity {r['perplexity_base']:.2f} -> {r['perplexity_tuned']:.2f}")
+    return "\n".join(lines)

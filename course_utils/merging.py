@@ -9,7 +9,7 @@ a student saves beside a merged tiny model also merges real models (`mergekit-ya
 Conventions (mergekit's): a *task vector* is a fine-tuned tensor minus the base's. Per-layer values are given as
 {filter: value} where a filter is a **substring** of the tensor's name (not a regular expression; mergekit's `filter`
 works the same way) and the entry "" is the default for every other tensor, e.g. {"self_attn": 0.3, "mlp": 0.7,
-"": 0.5}. Tensors that are not floating point are copied from the base.
+"": 0.5}. Tensors that are not floating point are copied from the first model.
 """
 from __future__ import annotations
 

@@ -205,8 +205,8 @@ def _mean_and_sd(passages: list[str]) -> tuple[dict[str, float], dict[str, float
 
 @lru_cache(maxsize=1)
 def population_sd() -> dict[str, float]:
-    """Each feature's standard deviation over passages of many authors: up to POPULATION_PASSAGES_PER_BOOK passages
-    spread over each Gutenberg pre-training book (about 1,900 passages; computed once, in about 3 s)."""
+    """Each feature's standard deviation over passages of many authors: every k-th passage of each Gutenberg
+    pre-training book, k chosen for at least POPULATION_PASSAGES_PER_BOOK a book (computed once, in about 3 s)."""
     from .corpus import Chapter, gutenberg_books, unwrap
     from .style_corpus import cut_passages
 
@@ -295,7 +295,7 @@ def format_rows(rows: list[dict], names: list[str]) -> str:
     header = f"{'feature':<46}{'author':>9}" + "".join(f"{n:>10}" for n in names) + "  note"
     lines = [header, "-" * len(header)]
     for row in rows:
-        cells = "".join(f"{row[n]:>10.3f}" for n in names)
+        cells = "".join(f"{'-':>10}" if row[n] is None else f"{row[n]:>10.3f}" for n in names)
         note = {"left out": "  left out (no spread in the author's passages)",
                 "floored": "  spread floored"}.get(row.get("treatment", ""), "")
         lines.append(f"{row['label']:<46}{row['author']:>9.3f}{cells}{note}")

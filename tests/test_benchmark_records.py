@@ -36,3 +36,24 @@ def test_the_commit_is_marked_changed_only_for_changes_outside_the_results(tmp_p
     assert git_commit(tmp_path / "benchmarks") == commit + "+changes"  # asked from a subfolder: the same answer
     (tmp_path / "code.py").write_text("x = 1")
     assert git_commit(tmp_path / "benchmarks") == commit
+
+
+def test_the_lab_benchmark_report_names_each_miss_and_its_features():
+    from course_utils.lab import benchmark_report
+
+    features = {"mean_sentence_length": {"base_z": -0.2, "tuned_z": -0.9}, "dialogue_share": {"base_z": 0.5,
+                                                                                               "tuned_z": -0.4}}
+    features.update({f: {"base_z": 1.0, "tuned_z": 0.5} for f in ("sentence_length_sd", "mean_word_length",
+                                                                  "type_token_ratio", "and_clause_rate")})
+    run = {"author": "twain", "learning_rate": 2e-3, "distance_base": 0.5, "distance_tuned": 0.6,
+           "perplexity_base": 190.0, "perplexity_tuned": 70.0, "perplexity_ratio": 0.37, "meets_goal": False,
+           "features": features}
+    bench = {"environment": run_environment(),
+             "runs": [{**run, "seed": 0}, {**run, "seed": 1, "distance_base": 0.6},
+                      {**run, "seed": 0, "learning_rate": 5e-4}]}
+    report = benchmark_report(bench, rate=2e-3)
+    assert "twain: perplexity ratio at most 0.370; distance fell in 0 of 2 seeds" in report
+    assert "varies by 0.10 between seeds" in report
+    assert "moved away from twain on average: mean sentence length (words)" in report
+    assert "moved past twain's mean (the sign of z flipped) in every seed: share of words in dialogue" in report
+    assert "at learning rate 0.0005 (0.25 of the plan's)" in report
