@@ -1,8 +1,8 @@
 """Loading a model for a profile and a job: the bundled tiny model offline, Hub models on GPU profiles.
 
 The decisions (which model, which dtype, 4-bit or not, unsloth or transformers) are pure functions of the
-profile and the job, so they are tested on a CPU box; the loading itself is one call to transformers
-(or to unsloth's FastLanguageModel where it imports, on CUDA only).
+profile and the job, so they are tested on a CPU box; the loading itself is one call to transformers.
+(unsloth's FastLanguageModel is used only by `qlora.load_qlora_model`, on CUDA, where it imports.)
 """
 from __future__ import annotations
 
@@ -90,8 +90,11 @@ def unsloth_importable() -> bool:
 
 
 def backend_for(profile: Profile, job: str, unsloth_ok: bool) -> str:
-    """'unsloth' for LoRA/QLoRA on CUDA when it imports, else 'transformers' (the path the tests run)."""
-    if unsloth_ok and profile.device == "cuda" and job in ("lora", "qlora") and profile.model_for(job) != TINY:
+    """'unsloth' for the QLoRA job on CUDA when it imports, else 'transformers' (the path the tests run).
+
+    Only `qlora.load_qlora_model` asks: it hands unsloth's model to unsloth's own get_peft_model. `load_model`
+    never uses unsloth, so a FastLanguageModel is never given to plain peft or to SFTTrainer(peft_config=...)."""
+    if unsloth_ok and profile.device == "cuda" and job == "qlora" and profile.model_for(job) != TINY:
         return "unsloth"
     return "transformers"
 
@@ -110,25 +113,17 @@ def load_model(profile: Profile, job: str = "inference", verbose: bool = True):
     source = model_source(profile, job)
     four_bit = profile.uses_4bit(job)
     dtype = load_dtype(profile, job)
-    backend = backend_for(profile, job, unsloth_importable())
     start = time.perf_counter()
     try:
-        if backend == "unsloth":
-            from unsloth import FastLanguageModel
-
-            model, tokenizer = FastLanguageModel.from_pretrained(
-                model_name=source, max_seq_length=profile.max_seq_length, dtype=dtype, load_in_4bit=four_bit
-            )
-        else:
-            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
-            model = AutoModelForCausalLM.from_pretrained(
-                source,
-                dtype=dtype,
-                quantization_config=bnb_config(profile) if four_bit else None,
-                device_map="auto" if profile.device == "cuda" else profile.device,
-                trust_remote_code=False,
-                use_safetensors=True,
-            )
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(
+            source,
+            dtype=dtype,
+            quantization_config=bnb_config(profile) if four_bit else None,
+            device_map="auto" if profile.device == "cuda" else profile.device,
+            trust_remote_code=False,
+            use_safetensors=True,
+        )
     except (OSError, ValueError) as error:  # transformers raises OSError for "not found" and "offline"
         if Path(source).exists():
             raise
@@ -141,7 +136,7 @@ def load_model(profile: Profile, job: str = "inference", verbose: bool = True):
         params = sum(p.numel() for p in model.parameters())
         quant = "4-bit NF4 + double quantization" if four_bit else str(dtype).removeprefix("torch.")
         name = "bundled tiny model" if profile.model_for(job) == TINY else source
-        print(f"Loaded {name} for {job} with {backend}: {params:,} parameters ({quant}) on {profile.device} "
+        print(f"Loaded {name} for {job}: {params:,} parameters ({quant}) on {profile.device} "
               f"in {time.perf_counter() - start:.2f} s")
     return model, tokenizer
 

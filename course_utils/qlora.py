@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-from .models import backend_for, load_model, unsloth_importable
+from .models import backend_for, load_dtype, load_model, model_source, unsloth_importable
 from .profiles import Profile
 
 JOB = "qlora"
@@ -52,15 +52,15 @@ def unsloth_peft_arguments(lora_config: LoraConfig, gradient_checkpointing: bool
     }
 
 
-def adapters_to_fp32(model, backend: str = "transformers") -> int:
-    """Put the trainable (LoRA) weights back in fp32; returns how many tensors changed.
+def adapters_to_fp32(model) -> int:
+    """Put the trainable (LoRA) weights back in fp32; returns how many tensors changed. Call it after building
+    the trainer, on either path.
 
-    trl 1.14's SFTTrainer casts the trainable weights of a quantized model to bf16 when it is built (the QLoRA
-    paper's choice). A T4 has no bf16, fp16 mixed precision keeps fp32 master weights, and small Adam updates
-    vanish when rounded to bf16's 8-bit mantissa: peft's own default, fp32 adapters, is the safe one. Call it after
-    building the trainer. unsloth manages its adapters' dtypes itself, so on that path nothing is touched."""
-    if backend == "unsloth":
-        return 0
+    trl 1.14's SFTTrainer casts the trainable weights of every model that has `is_loaded_in_4bit` or
+    `is_loaded_in_8bit` to bf16 when it is built (trl/trainer/sft_trainer.py, "the PEFT adapter weights are converted
+    to bf16"): unsloth's 4-bit models carry the same attribute, so its path is cast too. A T4 has no bf16, fp16 mixed
+    precision keeps fp32 master weights, and small Adam updates vanish when rounded to bf16's 8-bit mantissa: peft's
+    own default, fp32 adapters, is the safe one."""
     changed = 0
     for param in model.parameters():
         if param.requires_grad and param.dtype in (torch.bfloat16, torch.float16):
@@ -79,12 +79,15 @@ def load_qlora_model(profile: Profile, lora_config: LoraConfig, gradient_checkpo
     unsloth path (CUDA, when it imports): FastLanguageModel loads the same model in 4-bit and adds the same adapters
     with its own kernels. The profile decides whether the base is 4-bit (uses_4bit): on the CPU profiles it is."""
     backend = backend_for(profile, JOB, unsloth_importable())
-    model, tokenizer = load_model(profile, JOB, verbose=verbose)
     if backend == "unsloth":
-        from unsloth import FastLanguageModel
+        from unsloth import FastLanguageModel  # imported here only: the QLoRA job on CUDA
 
+        model, tokenizer = FastLanguageModel.from_pretrained(
+            model_name=model_source(profile, JOB), max_seq_length=profile.max_seq_length,
+            dtype=load_dtype(profile, JOB), load_in_4bit=profile.uses_4bit(JOB))
         model = FastLanguageModel.get_peft_model(model, **unsloth_peft_arguments(lora_config, gradient_checkpointing))
     else:
+        model, tokenizer = load_model(profile, JOB, verbose=verbose)
         if profile.uses_4bit(JOB):
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
                                                     gradient_checkpointing_kwargs=CHECKPOINTING_KWARGS)

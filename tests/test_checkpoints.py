@@ -334,7 +334,7 @@ def _train(run_dir: Path, max_steps: int = MAX_STEPS, step_delay: float = 0.2, t
                        disable_tqdm=True, dataset_text_field="text", **precision_flags(profile))
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_dict({"text": paragraphs}),
                          processing_class=tokenizer, callbacks=[MarkCompleteCheckpoints(), Probe()])
-    adapters_to_fp32(trainer.model, backend)
+    adapters_to_fp32(trainer.model)
     if train:
         trainer.train(resume_from_checkpoint=resume)
         save_adapter(trainer.model, run_dir / "adapter", tokenizer)

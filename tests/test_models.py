@@ -72,9 +72,9 @@ def test_bnb_config_is_nf4_with_double_quant_in_the_profile_precision():
     assert bnb_config(A100).bnb_4bit_compute_dtype == torch.bfloat16
 
 
-def test_unsloth_only_on_cuda_for_adapters():
+def test_unsloth_only_for_the_qlora_job_on_cuda():
     assert backend_for(T4, "qlora", unsloth_ok=True) == "unsloth"
-    assert backend_for(T4, "lora", unsloth_ok=True) == "unsloth"
+    assert backend_for(T4, "lora", unsloth_ok=True) == "transformers"  # notebook 02 hands its model to plain peft
     assert backend_for(T4, "full", unsloth_ok=True) == "transformers"
     assert backend_for(T4, "qlora", unsloth_ok=False) == "transformers"
     assert backend_for(TINY, "qlora", unsloth_ok=True) == "transformers"
@@ -120,3 +120,15 @@ def test_unsloth_that_cannot_import_falls_back_and_says_why(monkeypatch, capsys,
     else:
         assert models.unsloth_importable() is False
         assert type(error).__name__ in capsys.readouterr().out
+
+
+def test_load_model_never_asks_for_unsloth(monkeypatch):
+    """Only load_qlora_model may use unsloth: a FastLanguageModel must never reach plain peft or SFTTrainer."""
+    from course_utils import models
+
+    def refuse():
+        raise AssertionError("load_model asked whether unsloth imports")
+
+    monkeypatch.setattr(models, "unsloth_importable", refuse)
+    model, _ = load_model(TINY, "lora", verbose=False)
+    assert type(model).__module__.startswith("transformers.")

@@ -1,5 +1,6 @@
 """QLoRA on either path: the GPU decisions as pure functions, and the CPU path really training a 4-bit base."""
 import bitsandbytes as bnb
+import pytest
 import torch
 from peft import LoraConfig
 
@@ -80,6 +81,37 @@ def test_adapters_go_back_to_fp32_after_sft_trainer_casts_them_to_bf16(tmp_path)
                          train_dataset=Dataset.from_dict({"text": ["The river was cold."] * 4}))
     trainable = [p for p in trainer.model.parameters() if p.requires_grad]
     assert {p.dtype for p in trainable} == {torch.bfloat16}  # what trl 1.14 does to a quantized model's adapters
-    assert adapters_to_fp32(trainer.model, backend) == len(trainable)
+    assert adapters_to_fp32(trainer.model) == len(trainable)
     assert {p.dtype for p in trainable} == {torch.float32}
-    assert adapters_to_fp32(trainer.model, "unsloth") == 0
+
+
+def test_the_unsloth_path_loads_and_adds_adapters_with_unsloth_alone(monkeypatch):
+    """On CUDA with unsloth, FastLanguageModel loads the model and adds the adapters; plain peft never sees it.
+    Checked on the CPU with a stand-in for unsloth."""
+    import sys
+    import types
+
+    from course_utils import qlora
+
+    calls = []
+
+    class FakeFastLanguageModel:
+        @staticmethod
+        def from_pretrained(**kwargs):
+            calls.append(("from_pretrained", kwargs))
+            return "unsloth-model", "tokenizer"
+
+        @staticmethod
+        def get_peft_model(model, **kwargs):
+            calls.append(("get_peft_model", model))
+            return "unsloth-peft-model"
+
+    monkeypatch.setitem(sys.modules, "unsloth", types.SimpleNamespace(FastLanguageModel=FakeFastLanguageModel))
+    monkeypatch.setattr(qlora, "backend_for", lambda profile, job, ok: "unsloth")
+    monkeypatch.setattr(qlora, "unsloth_importable", lambda: True)
+    monkeypatch.setattr(qlora, "get_peft_model", lambda *a, **k: pytest.fail("plain peft got unsloth's model"))
+    monkeypatch.setattr(qlora, "load_model", lambda *a, **k: pytest.fail("load_model used on the unsloth path"))
+    model, tokenizer, backend = qlora.load_qlora_model(TINY, LORA, verbose=False)
+    assert (model, backend) == ("unsloth-peft-model", "unsloth")
+    assert [name for name, _ in calls] == ["from_pretrained", "get_peft_model"]
+    assert calls[0][1]["load_in_4bit"] is True
