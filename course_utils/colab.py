@@ -4,11 +4,16 @@ The repository's public address lives here and nowhere else. After changing it, 
 
     python -m course_utils.colab      # rewrites the first two cells of every notebook
 
+On Colab, the install cell runs `python -m course_utils.colab --constraints FILE` to write the pip constraints that
+keep the course's pinned stack while unsloth installs.
+
 and a test fails whenever a notebook's copy has drifted from what this module generates.
 """
 from __future__ import annotations
 
+import re
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import nbformat
@@ -19,6 +24,7 @@ REPO = "finetune-own-models/course"  # GitHub owner/name: the one place the publ
 BRANCH = "main"
 REPO_URL = f"https://github.com/{REPO}"
 NOTEBOOK_FOLDERS = ("notebooks", "solutions", "exercises")
+CONSTRAINTS = "/content/course-constraints.txt"  # written on Colab by the install cell, before unsloth installs
 
 
 def badge_source(notebook: Path) -> str:
@@ -35,9 +41,35 @@ if "google.colab" in sys.modules:
     if not os.path.exists("/content/course"):
         !git clone --quiet --depth 1 --branch {BRANCH} {REPO_URL} /content/course
         %pip install --quiet -e /content/course
-        !pip install --quiet unsloth || echo "unsloth did not install: the plain transformers path will be used"
+        !python -m course_utils.colab --constraints {CONSTRAINTS}
+        !pip install --quiet -c {CONSTRAINTS} unsloth || echo "unsloth did not install: the plain transformers path will be used"
     sys.path.insert(0, "/content/course")
     os.chdir("/content/course/notebooks")"""
+
+
+def pins(text: str) -> dict[str, str]:
+    """{package: version} of the `name==version` lines of a requirements or pyproject text (names lower-cased)."""
+    return {m[1].lower().replace("_", "-"): m[2]
+            for m in re.finditer(r"^\s*\"?([A-Za-z0-9_.\-]+)==([^\s\",;#]+)", text, flags=re.M)}
+
+
+def colab_constraints(requirements: str, pyproject: str, torch_version: str) -> str:
+    """pip constraints that keep the course's stack in place while unsloth installs on Colab.
+
+    The stack is what `pip install -e` of the course pins (pyproject's `==` dependencies), at the versions of
+    requirements.txt; torch is held at the version Colab already has, so that unsloth cannot swap Colab's CUDA
+    build for another. Everything else (numpy, Jupyter, ...) stays Colab's own."""
+    stack = pins(pyproject)
+    pinned = pins(requirements)
+    lines = [f"torch=={torch_version}"] + [f"{name}=={pinned[name]}" for name in sorted(stack) if name in pinned]
+    return "\n".join(lines) + "\n"
+
+
+def write_constraints(path: Path) -> None:
+    text = colab_constraints((REPO_ROOT / "requirements.txt").read_text(), (REPO_ROOT / "pyproject.toml").read_text(),
+                             version("torch"))
+    Path(path).write_text(text)
+    print(f"constraints for unsloth's install (the course's stack stays): {path}")
 
 
 def header_cells(notebook: Path) -> list:
@@ -74,6 +106,9 @@ def all_notebooks() -> list[Path]:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--constraints"]:
+        write_constraints(Path(sys.argv[2]))
+        return
     paths = [Path(p) for p in sys.argv[1:]] or all_notebooks()
     for path in paths:
         if sync(path):

@@ -41,3 +41,33 @@ def test_badge_points_at_the_notebook_in_the_repository():
     badge = badge_source(REPO_ROOT / "notebooks" / "00_setup.ipynb")
     assert badge.endswith("/blob/main/notebooks/00_setup.ipynb)")
     assert REPO_URL in install_source()
+
+
+def test_colab_constraints_hold_the_stack_and_colab_torch(tmp_path):
+    """unsloth installs under constraints generated from requirements.txt: the course's pinned stack stays, and so
+    does the torch Colab already has."""
+    import subprocess
+    import sys
+
+    from course_utils.colab import CONSTRAINTS, pins
+
+    path = tmp_path / "constraints.txt"
+    subprocess.run([sys.executable, "-m", "course_utils.colab", "--constraints", str(path)], check=True,
+                   capture_output=True)
+    written = pins(path.read_text())
+    requirements = pins((REPO_ROOT / "requirements.txt").read_text())
+    stack = pins((REPO_ROOT / "pyproject.toml").read_text())
+    from importlib.metadata import version
+    assert written.pop("torch") == version("torch")
+    assert written == {name: requirements[name] for name in stack}
+    assert {"transformers", "trl", "peft", "bitsandbytes"} <= written.keys()
+    # the cell writes the file, then installs unsloth under it
+    cell = install_source()
+    assert cell.index(f"--constraints {CONSTRAINTS}") < cell.index(f"pip install --quiet -c {CONSTRAINTS} unsloth")
+
+
+def test_pins_reads_requirements_and_pyproject_lines():
+    from course_utils.colab import pins
+
+    assert pins('torch==2.13.0\n# x==1\n    "huggingface_hub==1.33.0",\nnumpy>=2\n') == {
+        "torch": "2.13.0", "huggingface-hub": "1.33.0"}
