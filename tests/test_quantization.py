@@ -104,3 +104,39 @@ def test_footprints_shrink_from_fp32_to_nf4_with_double_quantization(tmp_path):
     assert set(ratios) == {"nf4 / fp32", "nf4+dq / nf4", "int8 / fp32"} and ratios["nf4+dq / nf4"] < 1
     modified = (folder / "model.safetensors").stat().st_mtime_ns
     assert save_random_model(folder) == folder and (folder / "model.safetensors").stat().st_mtime_ns == modified
+
+
+def test_a_hub_weight_matrix_reads_only_its_own_bytes(monkeypatch):
+    """On Colab, notebook 03 shows one layer of Llama-3.2-3B: only that tensor's bytes are fetched, never the 6.4 GB
+    checkpoint. Checked with a stand-in for huggingface_hub's HfFileSystem that serves the tiny model's file."""
+    import io
+
+    import huggingface_hub
+    from safetensors import safe_open
+
+    from course_utils import quantization
+
+    path = TINY_MODEL_DIR / "model.safetensors"
+    data = path.read_bytes()
+    served = []
+
+    class CountingFile(io.BytesIO):
+        def read(self, size=-1):
+            chunk = super().read(size)
+            served.append(len(chunk))
+            return chunk
+
+    class FakeFileSystem:
+        def open(self, address, mode):
+            assert address == "someone/model/model.safetensors" and mode == "rb"
+            return CountingFile(data)
+
+    monkeypatch.setattr(huggingface_hub, "HfFileSystem", FakeFileSystem)
+    monkeypatch.setattr(quantization, "_hub_shard", lambda repo, name: "model.safetensors")
+    name = "model.layers.1.self_attn.q_proj.weight"
+    weights = weight_matrix("someone/model", name)
+    with safe_open(str(path), framework="pt") as f:
+        expected = f.get_tensor(name).float()
+    assert torch.equal(weights, expected)
+    header = 8 + int.from_bytes(data[:8], "little")
+    assert sum(served) == header + expected.numel() * 4 < len(data) / 10  # the header and one fp32 tensor
