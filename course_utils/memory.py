@@ -285,7 +285,7 @@ def _activation_bytes(arch: Architecture, method: str, dtype: str, tokens: int, 
 def estimate_memory(config: PretrainedConfig | str, method: str = "full", dtype: str = "float32",
                     optimizer: str = "adamw", batch_size: int = 1, seq_len: int = 256,
                     gradient_checkpointing: bool = False, lora_r: int = 16,
-                    lora_modules: tuple[str, ...] = LORA_MODULES) -> MemoryEstimate:
+                    lora_modules: tuple[str, ...] = LORA_MODULES, mixed_precision: bool = True) -> MemoryEstimate:
     """Peak memory of a training step, by component.
 
     config: a transformers config, or the name of a real model in data/model_configs ("tiny": the bundled model).
@@ -296,6 +296,9 @@ def estimate_memory(config: PretrainedConfig | str, method: str = "full", dtype:
       course trains: fp32 master weights, gradients and optimizer states, 16-bit copies of the weights for the
       forward and backward passes (autocast).
     optimizer: "adamw", "adamw_8bit", "paged_adamw_8bit" or "sgd" (without momentum).
+    mixed_precision: False for full fine-tuning kept entirely in a 16-bit `dtype` (weights, gradients and AdamW
+      states in 16 bits, no fp32 master copy), as some benchmarks train; it loses small updates, so the course
+      does not train that way.
     Assumes lora_dropout=0 (peft's default) and SDPA attention. On a GPU, add the CUDA context (~0.3-0.5 GB),
     which max_memory_allocated does not count either.
     """
@@ -311,10 +314,13 @@ def estimate_memory(config: PretrainedConfig | str, method: str = "full", dtype:
     if method == "full":
         trainable = arch.parameters
         lora_rank_sum = 0
-        weights = 4 * arch.parameters  # fp32 master weights (the loader loads full fine-tuning in fp32)
+        pure_16_bit = not mixed_precision and dtype != "float32"
+        weights = int((compute if pure_16_bit else 4) * arch.parameters)  # fp32 master weights unless pure 16-bit
         linear_params = sum(fan_in * fan_out for _, fan_in, fan_out in arch.linears)
-        weight_copies = 0 if dtype == "float32" else int(compute * linear_params)
-        if dtype != "float32":
+        weight_copies = 0 if dtype == "float32" or pure_16_bit else int(compute * linear_params)
+        if pure_16_bit:
+            notes.append(f"pure {dtype}: weights, gradients and optimizer states all in {dtype}, no fp32 master copy")
+        elif dtype != "float32":
             notes.append("mixed precision: fp32 master weights, gradients and optimizer states; "
                          f"{dtype} copies of the linear weights for the forward and backward passes")
     else:
@@ -333,8 +339,9 @@ def estimate_memory(config: PretrainedConfig | str, method: str = "full", dtype:
             notes.append(f"{quantized_params:,} linear-layer weights in NF4 ({NF4_DOUBLE_QUANT_BYTES:.4f} bytes "
                          "each with double quantization); embeddings, norms and lm_head in fp32")
         notes.append(f"LoRA r={lora_r} on {', '.join(modules)}: {trainable:,} trainable parameters in fp32")
-    gradients = 4 * trainable
-    optimizer_states = int(OPTIMIZER_BYTES[optimizer] * trainable)
+    state_scale = compute / 4 if method == "full" and not mixed_precision and dtype != "float32" else 1
+    gradients = int(4 * state_scale * trainable)
+    optimizer_states = int(OPTIMIZER_BYTES[optimizer] * (state_scale if optimizer in ("adamw", "sgd") else 1) * trainable)
     if optimizer == "paged_adamw_8bit":
         notes.append("paged optimizer states can move to CPU RAM when the GPU runs short")
     activations = _activation_bytes(arch, method, dtype, tokens, lora_rank_sum, gradient_checkpointing)
@@ -342,6 +349,23 @@ def estimate_memory(config: PretrainedConfig | str, method: str = "full", dtype:
     return MemoryEstimate(method, dtype, optimizer, batch_size, seq_len, gradient_checkpointing, arch.parameters,
                           trainable, weights, gradients, optimizer_states, activations, logits_buffers,
                           weight_copies, tuple(notes))
+
+
+def longest_sequence(config: PretrainedConfig | str, method: str, memory_gb: float, step: int = 64,
+                     limit: int = 131072, **settings) -> int:
+    """The longest sequence (a multiple of `step` tokens, at most `limit`) whose estimate fits in `memory_gb`;
+    0 if not even `step` tokens fit. `settings` are estimate_memory's (dtype, optimizer, batch_size, ...)."""
+    def fits(tokens: int) -> bool:
+        return estimate_memory(config, method, seq_len=tokens, **settings).total <= memory_gb * 1e9
+
+    low, high = 0, limit // step  # fits(low * step) holds (0 tokens), search the largest multiple that fits
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(middle * step):
+            low = middle
+        else:
+            high = middle - 1
+    return low * step
 
 
 def choose_full_finetune_model(memory_gb: float, candidates: dict[str, str] | None = None, dtype: str = "float16",

@@ -151,3 +151,34 @@ def test_estimate_is_within_25_percent_of_the_measured_peak(measured, label):
 
 def test_random_llama_is_a_50_to_100_million_parameter_model():
     assert 50e6 < count_parameters(random_llama_config()) < 100e6
+
+
+def test_pure_16_bit_full_fine_tuning_keeps_eight_bytes_per_parameter():
+    """Benchmarks such as PEFT's method comparison train 3B models entirely in bf16: 2 + 2 + 4 bytes per parameter
+    (weights, gradients, AdamW's two moments), where the course's mixed precision keeps 16 plus 16-bit copies."""
+    from course_utils.memory import architecture, estimate_memory
+
+    name = "meta-llama/Llama-3.2-3B"
+    params = architecture(name).parameters
+    pure = estimate_memory(name, "full", dtype="bfloat16", mixed_precision=False)
+    mixed = estimate_memory(name, "full", dtype="bfloat16")
+    assert (pure.weights, pure.gradients, pure.optimizer_states, pure.weight_copies) == (
+        2 * params, 2 * params, 4 * params, 0)
+    assert mixed.weights + mixed.gradients + mixed.optimizer_states == 16 * params and mixed.weight_copies > 0
+    assert pure.activations == mixed.activations
+    # LoRA and QLoRA adapters stay fp32 whatever the flag says
+    assert estimate_memory(name, "lora", dtype="bfloat16", mixed_precision=False) == estimate_memory(
+        name, "lora", dtype="bfloat16")
+
+
+def test_longest_sequence_is_the_last_length_that_fits():
+    from course_utils.memory import estimate_memory, longest_sequence
+
+    settings = dict(dtype="float16", optimizer="paged_adamw_8bit", batch_size=2, gradient_checkpointing=True)
+    name = "meta-llama/Llama-3.2-3B-Instruct"
+    tokens = longest_sequence(name, "qlora", 15.0, **settings)
+    assert tokens > 0 and tokens % 64 == 0
+    assert estimate_memory(name, "qlora", seq_len=tokens, **settings).total <= 15e9
+    assert estimate_memory(name, "qlora", seq_len=tokens + 64, **settings).total > 15e9
+    assert longest_sequence(name, "lora", 15.0, **settings) < tokens  # the fp16 base leaves less room
+    assert longest_sequence("meta-llama/Llama-3.1-70B", "qlora", 15.0, **settings) == 0
