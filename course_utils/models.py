@@ -94,7 +94,7 @@ def backend_for(profile: Profile, job: str, unsloth_ok: bool) -> str:
 
     Only `qlora.load_qlora_model` asks: it hands unsloth's model to unsloth's own get_peft_model. `load_model`
     never uses unsloth, so a FastLanguageModel is never given to plain peft or to SFTTrainer(peft_config=...)."""
-    if unsloth_ok and profile.device == "cuda" and job == "qlora" and profile.model_for(job) != TINY:
+    if unsloth_ok and profile.device == "cuda" and job == "qlora":  # the bundled model too (make gpu-check)
         return "unsloth"
     return "transformers"
 

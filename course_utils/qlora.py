@@ -78,7 +78,8 @@ def load_qlora_model(profile: Profile, lora_config: LoraConfig, gradient_checkpo
     fp32 and turns on gradient checkpointing, and get_peft_model adds `lora_config`'s adapters.
     unsloth path (CUDA, when it imports): FastLanguageModel loads the same model in 4-bit and adds the same adapters
     with its own kernels. The profile decides whether the base is 4-bit (uses_4bit): on the CPU profiles it is."""
-    backend = backend_for(profile, JOB, unsloth_importable())
+    # import unsloth only where the decision would pick it (importing it patches transformers, trl and peft)
+    backend = backend_for(profile, JOB, backend_for(profile, JOB, True) == "unsloth" and unsloth_importable())
     if backend == "unsloth":
         from unsloth import FastLanguageModel  # imported here only: the QLoRA job on CUDA
 

@@ -115,3 +115,12 @@ def test_the_unsloth_path_loads_and_adds_adapters_with_unsloth_alone(monkeypatch
     assert (model, backend) == ("unsloth-peft-model", "unsloth")
     assert [name for name, _ in calls] == ["from_pretrained", "get_peft_model"]
     assert calls[0][1]["load_in_4bit"] is True
+
+
+def test_unsloth_is_not_imported_where_the_decision_would_not_use_it(monkeypatch):
+    """Importing unsloth patches transformers, trl and peft: on a CPU profile it must not even be tried."""
+    from course_utils import qlora
+
+    monkeypatch.setattr(qlora, "unsloth_importable", lambda: pytest.fail("unsloth was imported on a CPU profile"))
+    model, tokenizer, backend = qlora.load_qlora_model(TINY, LORA, verbose=False)
+    assert backend == "transformers"
