@@ -28,12 +28,11 @@ from transformers import TrainerCallback
 
 from .atomic import write_json
 from .hardware import on_colab
-from .paths import output_root
+from .paths import DRIVE_COURSE_FOLDER, DRIVE_MOUNT, output_root
 
 MARKER = "checkpoint_complete.json"
 ENV_VAR = "COURSE_CHECKPOINT_DIR"
-DRIVE_MOUNT = Path("/content/drive")
-DRIVE_FOLDER = DRIVE_MOUNT / "MyDrive" / "fine-tuning-course" / "checkpoints"
+DRIVE_FOLDER = DRIVE_COURSE_FOLDER / "checkpoints"
 INCOMPLETE = "incomplete"  # where resume_point moves checkpoint folders that were never finished
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 

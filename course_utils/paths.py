@@ -14,10 +14,25 @@ MODEL_CONFIGS_DIR = DATA_DIR / "model_configs"
 OUTPUT_ENV_VAR = "COURSE_OUTPUT_DIR"
 
 
+DRIVE_MOUNT = Path("/content/drive")  # where Colab mounts Google Drive
+DRIVE_COURSE_FOLDER = DRIVE_MOUNT / "MyDrive" / "fine-tuning-course"
+
+
+def choose_output_root(env_value: str | None, on_colab: bool, drive_mounted: bool) -> Path:
+    """The outputs' root (a pure function): $COURSE_OUTPUT_DIR when set, else Google Drive on Colab when it is
+    mounted (so a run outlives the Colab session), else outputs/ in the repository."""
+    if env_value:
+        return Path(env_value).expanduser().resolve()
+    if on_colab and drive_mounted:
+        return DRIVE_COURSE_FOLDER / "outputs"
+    return REPO_ROOT / "outputs"
+
+
 def output_root() -> Path:
-    """The folder all notebook outputs go under (see OUTPUT_ENV_VAR)."""
-    folder = os.environ.get(OUTPUT_ENV_VAR)
-    return Path(folder).expanduser().resolve() if folder else REPO_ROOT / "outputs"
+    """The folder all notebook outputs go under (see choose_output_root)."""
+    from .hardware import on_colab
+
+    return choose_output_root(os.environ.get(OUTPUT_ENV_VAR), on_colab(), (DRIVE_MOUNT / "MyDrive").is_dir())
 
 
 def output_folder(name: str, requested: str | os.PathLike | None = None) -> Path:

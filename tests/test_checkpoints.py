@@ -345,3 +345,13 @@ def _train(run_dir: Path, max_steps: int = MAX_STEPS, step_delay: float = 0.2, t
 if __name__ == "__main__":
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     _train(Path(sys.argv[1]))
+
+
+def test_outputs_go_to_drive_on_colab_when_it_is_mounted(tmp_path):
+    """Notebook 07's OUTPUT_DIR = None on Colab: Google Drive when mounted (a run outlives the session)."""
+    from course_utils.paths import DRIVE_COURSE_FOLDER, REPO_ROOT, choose_output_root
+
+    assert choose_output_root(None, on_colab=True, drive_mounted=True) == DRIVE_COURSE_FOLDER / "outputs"
+    assert choose_output_root(None, on_colab=True, drive_mounted=False) == REPO_ROOT / "outputs"
+    assert choose_output_root(None, on_colab=False, drive_mounted=True) == REPO_ROOT / "outputs"
+    assert choose_output_root(str(tmp_path), on_colab=True, drive_mounted=True) == tmp_path.resolve()

@@ -5,7 +5,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from course_utils.hardware import EXAMPLE_MACHINES
-from course_utils.memory import (NF4_DOUBLE_QUANT_BYTES, choose_full_finetune_model, count_parameters,
+from course_utils.memory import (ESTIMATE_TOLERANCE, NF4_DOUBLE_QUANT_BYTES, choose_full_finetune_model, count_parameters,
                                  estimate_memory, lora_parameter_count, measure_peak, measure_training_runs,
                                  meta_model, random_llama_config, training_run)
 from course_utils.profiles import PROFILES
@@ -145,7 +145,7 @@ def test_estimate_is_within_25_percent_of_the_measured_peak(measured, label):
     measurement = measured[label]
     assert measurement.trainable_parameters == estimate.trainable_parameters
     assert measurement.parameters == estimate.parameters
-    assert estimate.total == pytest.approx(measurement.peak_bytes, rel=0.25), (
+    assert estimate.total == pytest.approx(measurement.peak_bytes, rel=ESTIMATE_TOLERANCE), (
         f"{label}: estimated {estimate.total / 1e6:.1f} MB, measured {measurement.peak_bytes / 1e6:.1f} MB")
 
 
