@@ -176,7 +176,7 @@ def run_notebook(path: Path, executed_dir: Path, read_gpu: Callable[[], int] | N
         with sampler:
             run = execute_notebook(path, {"PROFILE": GPU_CHECK}, executed_dir / path.name,
                                    timeout=CELL_TIMEOUT_SECONDS)
-    except Exception as failure:  # a failed cell, a dead kernel or a timeout: recorded, and the next notebook runs
+    except Exception as failure:  # noqa: BLE001 (a failed cell, a dead kernel, a timeout: recorded; the next one runs)
         error = _error_text(failure)
     seconds = run.seconds if run else round(time.perf_counter() - start, 1)
     stderr = unexplained([line for _, line in notebook_stderr(run.notebook)], allowed) if run else []
