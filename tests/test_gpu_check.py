@@ -205,3 +205,16 @@ def test_the_check_passes_when_every_notebook_runs(fake_gpu_machine, monkeypatch
     record = json.loads(results.read_text())
     assert record["passed"] and record["decisions"]["precision"] == "bfloat16"
     assert all(call["timeout"] == gpu_check.CELL_TIMEOUT_SECONDS for call in calls)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU: the notebook would run")
+def test_a_real_notebook_that_fails_is_recorded_with_its_own_error(tmp_path, monkeypatch):
+    """On this CPU machine the tiny-gpu profile is refused inside the notebook's kernel: the real execution path
+    (papermill's parameter, nbclient, the check's environment) records the notebook's own error and its copy."""
+    for var, value in gpu_check.check_environment(tmp_path).items():
+        monkeypatch.setenv(var, value)
+    notebook = gpu_check.NOTEBOOKS_DIR / "00_setup.ipynb"
+    row = gpu_check.run_notebook(notebook, tmp_path / "executed", None, {})
+    assert row["status"] == "failed" and row["gpu_peak_mb"] is None
+    assert row["error"].splitlines()[-1].startswith("ValueError: profile 'tiny-gpu' needs a CUDA device")
+    assert (tmp_path / "executed" / notebook.name).exists()  # the executed copy, up to the failed cell
