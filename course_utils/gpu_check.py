@@ -122,11 +122,16 @@ def notebook_row(path: Path, seconds: float, error: str | None = None, peak_rss_
             "unexplained_stderr": stderr or [], "error": error}
 
 
-def check_results(hardware: Hardware, profile: Profile, rows: list[dict], total_seconds: float,
-                  unsloth_installed: bool, memory_measured: bool = True, budget_seconds: int = BUDGET_SECONDS) -> dict:
-    """The results file's content (run_environment is added when it is written), from the per-notebook rows."""
+def check_results(hardware: Hardware, profile: Profile, planned: list[str], rows: list[dict], total_seconds: float,
+                  *, unsloth_installed: bool, memory_measured: bool = True,
+                  budget_seconds: int = BUDGET_SECONDS) -> dict:
+    """The results file's content (run_environment is added when it is written): the `planned` notebooks (names),
+    the rows of those that ran so far, and the verdict. It is written after every notebook, so that a check cut
+    short (a disconnect, a crash) keeps what it measured, with the notebooks it did not reach."""
     major, minor = hardware.compute_capability or (0, 0)
-    all_ran = bool(rows) and all(row["status"] == "passed" for row in rows)
+    ran = {row["notebook"] for row in rows}
+    left = [name for name in planned if name not in ran]
+    all_ran = bool(rows) and not left and all(row["status"] == "passed" for row in rows)
     within = total_seconds < budget_seconds
     memory = ("nvidia-smi memory.used on the whole GPU, read every "
               f"{SAMPLE_SECONDS} s while the notebook ran, minus the reading just before it started (gpu_baseline_mb): "
@@ -145,6 +150,7 @@ def check_results(hardware: Hardware, profile: Profile, rows: list[dict], total_
         "all_notebooks_passed": all_ran,
         "passed": all_ran and within,
         "notebooks": rows,
+        "notebooks_not_run": left,
     }
 
 
@@ -213,14 +219,19 @@ def main(argv: list[str] | None = None) -> int:
     allowed = runpy.run_path(str(ALLOWED_WARNINGS))["ALLOWED"] if ALLOWED_WARNINGS.exists() else {}
     read_gpu = gpu_memory_reader()
     notebooks = notebooks_to_run()
+    if not notebooks:
+        print(f"no notebooks found in {NOTEBOOKS_DIR}", file=sys.stderr)
+        return EXIT_FAILED
+    unsloth_installed = importlib.util.find_spec("unsloth") is not None
+    planned = [path.name for path in notebooks]
     rows, start = [], time.perf_counter()
     for index, path in enumerate(notebooks, 1):
         print(f"[{index}/{len(notebooks)}] {path.name} ...", flush=True)
         rows.append(run_notebook(path, scratch / "executed", read_gpu, allowed))
+        results = check_results(hardware, profile, planned, rows, time.perf_counter() - start,
+                                unsloth_installed=unsloth_installed, memory_measured=read_gpu is not None)
+        written = write_results(args.results, results, environment)  # after each notebook: nothing lost on a crash
         print(_progress(index, len(notebooks), rows[-1]), flush=True)
-    results = check_results(hardware, profile, rows, time.perf_counter() - start,
-                            importlib.util.find_spec("unsloth") is not None, read_gpu is not None)
-    written = write_results(args.results, results, environment)
     print(f"\n{'PASSED' if results['passed'] else 'FAILED'}: {sum(r['status'] == 'passed' for r in rows)} of "
           f"{len(rows)} notebooks ran, in {results['total_seconds']} s (budget {BUDGET_SECONDS} s) on "
           f"{hardware.gpu_name}, {profile.dtype}.\nResults: {written}\nExecuted notebooks and outputs: {scratch}")

@@ -120,36 +120,49 @@ def rows(*statuses, seconds=10.0):
             for i, ok in enumerate(statuses)]
 
 
+def record(machine, done, total_seconds=20.0, planned=None):
+    """The results record of fake rows; `planned` defaults to exactly the notebooks that ran."""
+    planned = [row["notebook"] for row in done] if planned is None else planned
+    return gpu_check.check_results(machine, choose_profile(machine, GPU_CHECK), planned, done, total_seconds,
+                                   unsloth_installed=False)
+
+
 def test_the_record_names_the_gpu_its_capability_the_precision_and_each_notebook():
-    profile = choose_profile(L4, GPU_CHECK)
-    record = gpu_check.check_results(L4, profile, rows(True, True), 20.04, unsloth_installed=False)
-    assert record["gpu"]["name"] == "NVIDIA L4" and record["gpu"]["compute_capability"] == "8.9"
-    decided = record["decisions"]
+    result = record(L4, rows(True, True), 20.04)
+    assert result["gpu"]["name"] == "NVIDIA L4" and result["gpu"]["compute_capability"] == "8.9"
+    decided = result["decisions"]
     assert decided["precision"] == "bfloat16" and decided["qlora_optimizer"] == "paged_adamw_8bit"
     assert decided["four_bit_jobs"] == ["qlora"] and not decided["needs_network"]
-    assert [row["notebook"] for row in record["notebooks"]] == ["00_x.ipynb", "01_x.ipynb"]
-    assert record["notebooks"][0]["gpu_peak_mb"] == 1200 and record["notebooks"][0]["seconds"] == 10.0
-    assert record["total_seconds"] == 20.0 and record["passed"] and record["within_budget"]
+    assert [row["notebook"] for row in result["notebooks"]] == ["00_x.ipynb", "01_x.ipynb"]
+    assert result["notebooks"][0]["gpu_peak_mb"] == 1200 and result["notebooks"][0]["seconds"] == 10.0
+    assert result["total_seconds"] == 20.0 and result["passed"] and result["within_budget"]
+    assert result["notebooks_not_run"] == []
 
 
 def test_a_failed_notebook_or_a_run_over_the_budget_fails_the_check():
-    profile = choose_profile(T4, GPU_CHECK)
-    failed = gpu_check.check_results(T4, profile, rows(True, False), 20.0, unsloth_installed=False)
+    failed = record(T4, rows(True, False))
     assert not failed["passed"] and not failed["all_notebooks_passed"] and failed["within_budget"]
     assert failed["notebooks"][1]["status"] == "failed" and "boom" in failed["notebooks"][1]["error"]
-    slow = gpu_check.check_results(T4, profile, rows(True), gpu_check.BUDGET_SECONDS + 1, unsloth_installed=False)
+    slow = record(T4, rows(True), gpu_check.BUDGET_SECONDS + 1)
     assert slow["all_notebooks_passed"] and not slow["within_budget"] and not slow["passed"]
-    assert not gpu_check.check_results(T4, profile, [], 0.0, unsloth_installed=False)["passed"]  # nothing ran
+    assert not record(T4, [], 0.0)["passed"]  # nothing ran
+
+
+def test_a_check_cut_short_names_the_notebooks_it_did_not_reach():
+    result = record(T4, rows(True, True), planned=["00_x.ipynb", "01_x.ipynb", "02_x.ipynb"])
+    assert result["notebooks_not_run"] == ["02_x.ipynb"] and not result["passed"]
 
 
 SEEN = ("HF_HUB_OFFLINE", "COURSE_PROFILE", "COURSE_OUTPUT_DIR")  # what the fake run records of the environment
 
 
-def fake_run(calls, failing=()):
+def fake_run(calls, failing=(), interrupted=()):
     """A stand-in for execute_notebook that records what each run was given and the environment it saw."""
     def execute(path, parameters=None, output_path=None, timeout=0):
         calls.append({"notebook": Path(path).name, "parameters": parameters, "timeout": timeout,
                       **{var: os.environ.get(var) for var in SEEN}})
+        if Path(path).name in interrupted:
+            raise KeyboardInterrupt
         if Path(path).name in failing:
             raise RuntimeError("An error occurred while executing the following cell:\n...\nValueError: boom")
         notebook = nbformat.v4.new_notebook()
@@ -218,3 +231,14 @@ def test_a_real_notebook_that_fails_is_recorded_with_its_own_error(tmp_path, mon
     assert row["status"] == "failed" and row["gpu_peak_mb"] is None
     assert row["error"].splitlines()[-1].startswith("ValueError: profile 'tiny-gpu' needs a CUDA device")
     assert (tmp_path / "executed" / notebook.name).exists()  # the executed copy, up to the failed cell
+
+
+def test_a_check_interrupted_keeps_the_results_of_the_notebooks_that_ran(fake_gpu_machine, monkeypatch):
+    names = [path.name for path in gpu_check.notebooks_to_run()]
+    monkeypatch.setattr(execution, "execute_notebook", fake_run([], interrupted={names[2]}))
+    results = fake_gpu_machine / "gpu_check.json"
+    with pytest.raises(KeyboardInterrupt):
+        gpu_check.main(["--results", str(results)])
+    record = json.loads(results.read_text())
+    assert [row["notebook"] for row in record["notebooks"]] == names[:2]
+    assert record["notebooks_not_run"] == names[2:] and not record["passed"]
