@@ -109,7 +109,8 @@ def decisions(profile: Profile, unsloth_installed: bool) -> dict:
             "four_bit_jobs": list(profile.four_bit_jobs), "qlora_optimizer": optimizer_for(profile),
             "full_fine_tuning_weights": str(load_dtype(profile, "full")).removeprefix("torch."),
             "unsloth_installed": unsloth_installed,
-            "qlora_backend": backend_for(profile, "qlora", unsloth_installed),  # "unsloth" only if it also imports
+            # a prediction: "unsloth" needs it to import in the kernel too (models.unsloth_importable decides there)
+            "qlora_backend_where_unsloth_imports": backend_for(profile, "qlora", unsloth_installed),
             "needs_network": profile.needs_network}
 
 
@@ -171,21 +172,24 @@ def _error_text(error: BaseException, limit: int = 2000) -> str:
 def run_notebook(path: Path, executed_dir: Path, read_gpu: Callable[[], int] | None,
                  allowed: dict[str, str]) -> dict:
     """Execute one notebook with the tiny-gpu profile; its row of the results. A failure is recorded, not raised."""
+    import nbformat
+
     from .execution import execute_notebook, notebook_stderr, unexplained
     from .memory import PeakSampler
 
+    copy = executed_dir / path.name  # the executed notebook, written up to the failed cell when one failed
     baseline = read_gpu() if read_gpu else None
     sampler = PeakSampler(read_gpu, interval=SAMPLE_SECONDS) if read_gpu else nullcontext()
     start = time.perf_counter()
     run, error = None, None
     try:
         with sampler:
-            run = execute_notebook(path, {"PROFILE": GPU_CHECK}, executed_dir / path.name,
-                                   timeout=CELL_TIMEOUT_SECONDS)
+            run = execute_notebook(path, {"PROFILE": GPU_CHECK}, copy, timeout=CELL_TIMEOUT_SECONDS)
     except Exception as failure:  # noqa: BLE001 (a failed cell, a dead kernel, a timeout: recorded; the next one runs)
         error = _error_text(failure)
     seconds = run.seconds if run else round(time.perf_counter() - start, 1)
-    stderr = unexplained([line for _, line in notebook_stderr(run.notebook)], allowed) if run else []
+    executed = run.notebook if run else (nbformat.read(copy, as_version=4) if copy.exists() else None)
+    stderr = unexplained([line for _, line in notebook_stderr(executed)], allowed) if executed else []
     peak = max(0, sampler.peak - baseline) if read_gpu else None
     return notebook_row(path, seconds, error, run.peak_rss_mb if run else None, _mb(baseline), _mb(peak), stderr[:20])
 
