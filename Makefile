@@ -4,12 +4,13 @@
 #   make course      set up, then execute every notebook headless into outputs/
 #   make lab         set up, then open the course in JupyterLab
 #   make benchmark   set up, then time every notebook and record peak memory (benchmarks/results/)
+#   make gpu-check   set up, then run every notebook offline on a CUDA GPU with the bundled model, timed (benchmarks/results/)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run course test lab benchmark clean
+.PHONY: setup run course test lab benchmark gpu-check clean
 
 setup: $(STAMP)
 
@@ -40,6 +41,9 @@ lab: setup
 
 benchmark: setup
 	$(PY) benchmarks/run_notebooks.py
+
+gpu-check: setup
+	$(PY) -m course_utils.gpu_check
 
 clean:
 	rm -rf $(VENV) outputs

@@ -14,6 +14,7 @@ from .hardware import Hardware, detect_hardware, precision_for
 TINY = "tiny"  # the bundled model in data/tiny_model
 JOBS = ("inference", "full", "lora", "qlora")
 ENV_VAR = "COURSE_PROFILE"
+GPU_CHECK = "tiny-gpu"  # the bundled model on CUDA, chosen by name only (course_utils.gpu_check)
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,11 @@ PROFILES: dict[str, Profile] = {
                 {"inference": "unsloth/Llama-3.2-3B-Instruct", "full": "unsloth/Llama-3.2-1B-Instruct",
                  "lora": "unsloth/Llama-3.2-3B-Instruct", "qlora": "unsloth/Meta-Llama-3.1-8B-Instruct"},
                 ("qlora",), 4, 2, 2048, 60, True, "an Ampere or newer GPU (compute capability 8.0+): bf16"),
+        # Never chosen by the hardware, only by name: the GPU self-check (course_utils.gpu_check, make gpu-check) runs
+        # every notebook offline on CUDA with the bundled model, in the GPU's precision (choose_profile sets the dtype
+        # from the compute capability), 4-bit for QLoRA, with the CUDA-only choices (paged 8-bit AdamW, unsloth).
+        Profile(GPU_CHECK, "cuda", "float16", _TINY_MODELS, ("qlora",), 8, 1, 128, 30, False,
+                "the bundled tiny model on a CUDA GPU, offline: the GPU self-check of every notebook (make gpu-check)"),
     ]
 }
 
