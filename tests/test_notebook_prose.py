@@ -32,7 +32,7 @@ PROSE_NUMBERS_ALLOWED = [
      "the line notebook 02 quotes from the chapter, then recomputes"),
     (r"70 years|CC BY-SA 3\.0", "copyright terms and licence names"),
     (r"±25 %", "the goal the estimator is held to (notebook 03 prints each run's error against it)"),
-    (r"rank 16|`?lora_alpha`? 32|alpha 32|\(scale 2\)|scale factors|r = \d+( and r = \d+)?|= 1, 4, 16 and 64",
+    (r"rank \d+|alpha \d+|\(scale 2\)|scale factors|r = \d+( and r = \d+)?|= 1, 4, 16 and 64",
      "LoRA settings of the chapter and of the cells that follow"),
     (r"temperature 1(\.0)?|top-p 0\.95|\d+ and \d+ epochs|\(t = [01]\)|weights \(1, 1\)|at step 0",
      "generation, training and merge settings of the cells that follow"),
