@@ -333,7 +333,7 @@ def _check_string(value, where: str) -> list[tuple[str, str, str]]:
 class _Turns:
     """How a format writes the turns of a conversation: its keys and its names for the roles."""
 
-    key: str  # the list's field, e.g. "messages"
+    noun: str  # what the list holds, e.g. "messages"
     role: str  # the key that names who speaks
     content: str  # the key that holds the words
     names: dict[str, str]  # the course's role -> this format's name for it
@@ -341,7 +341,7 @@ class _Turns:
 
 
 _MESSAGES = _Turns("messages", "role", "content", {r: r for r in ROLES})
-_SHAREGPT = _Turns("conversations", "from", "value", {role: name for name, role in SHAREGPT_ROLES.items()},
+_SHAREGPT = _Turns("turns", "from", "value", {role: name for name, role in SHAREGPT_ROLES.items()},
                    hint=" (ShareGPT names the user 'human' and the assistant 'gpt')")
 
 
@@ -352,9 +352,9 @@ def _a(word: str) -> str:
 def _check_messages(messages, where: str, ends_with: str | None, order: bool = True,
                     turns: _Turns = _MESSAGES) -> list[tuple[str, str, str]]:
     if not isinstance(messages, list):
-        return [(where, "wrong_type", f"expected a list of {turns.key}, got {_type_name(messages)}")]
+        return [(where, "wrong_type", f"expected a list of {turns.noun}, got {_type_name(messages)}")]
     if not messages:
-        return [(where, "empty_field", f"has no {turns.key}")]
+        return [(where, "empty_field", f"has no {turns.noun}")]
     known = {name: role for role, name in turns.names.items()}  # this format's name -> the course's role
     problems, roles = [], []
     for i, message in enumerate(messages):
