@@ -1,6 +1,7 @@
 """Instruction data: read, convert, validate, clean, deduplicate, check label masks, write atomically.
 
-The formats a student meets, one JSON object per line (JSONL):
+The formats a student meets, one JSON object per line (JSONL; a .json file may instead hold one JSON array of them, the
+way Alpaca's alpaca_data.json is published):
 
     messages           {"messages": [{"role": "system" | "user" | "assistant", "content": "..."}, ...]}
     instruction        {"instruction": "...", "input": "..." (optional), "response": "..."}
@@ -266,6 +267,7 @@ class ValidationReport:
     blank_lines: int = 0
     lines: int = 0
     max_problems: int = 50
+    unit: str = "lines"  # what `lines` counts: lines of a JSONL file, or the items of a JSON array
 
     @property
     def ok(self) -> bool:
@@ -278,11 +280,11 @@ class ValidationReport:
     def summary(self, limit: int | None = None) -> str:
         """A report a person can act on: counts, then one line per problem."""
         limit = self.max_problems if limit is None else limit
-        head = (f"{self.file}: {self.lines} lines, format {self.format!r} ({self.format_source}); "
+        head = (f"{self.file}: {self.lines} {self.unit}, format {self.format!r} ({self.format_source}); "
                 f"{len(self.examples)} valid examples kept")
         if self.ok:
             return head + ", no problems."
-        lines = [head + f"; {self.bad_lines} lines with {self.problem_count} problems:"]
+        lines = [head + f"; {self.bad_lines} {self.unit} with {self.problem_count} problems:"]
         lines += [f"  {p}" for p in self.problems[:limit]]
         hidden = self.problem_count - min(limit, len(self.problems))
         if hidden:
@@ -506,31 +508,89 @@ def _strict_problems(value) -> list[tuple[str, str, str]]:
     return problems
 
 
-def parse_json(text: str) -> tuple[object, list[tuple[str, str, str]]]:
-    """One JSON value, strictly: (value, problems), where problems lists (field, kind, message) for each NaN,
-    Infinity or -Infinity and each key repeated within one object. Malformed JSON raises json.JSONDecodeError."""
-    flagged = []
+class _StrictDecoder(json.JSONDecoder):
+    """Python's JSON decoder, which marks each NaN/Infinity and each object with a repeated key as it reads them
+    (`flagged`); _strict_problems then finds them with their field."""
 
-    def not_a_number(name: str) -> _NotJsonNumber:
-        flagged.append(name)
+    def __init__(self):
+        super().__init__(parse_constant=self._not_a_number, object_pairs_hook=self._object)
+        self.flagged = False
+
+    def _not_a_number(self, name: str) -> _NotJsonNumber:
+        self.flagged = True
         return _NotJsonNumber(name)
 
-    def pairs(items: list[tuple[str, object]]) -> dict:
+    def _object(self, items: list[tuple[str, object]]) -> dict:
         result = dict(items)
         if len(result) == len(items):
             return result
+        self.flagged = True
         marked = _RepeatedKeys(result)
         marked.repeated = tuple(key for key, n in Counter(key for key, _ in items).items() if n > 1)
-        flagged.append(marked)
         return marked
 
-    value = json.loads(text, parse_constant=not_a_number, object_pairs_hook=pairs)
-    return value, (_strict_problems(value) if flagged else [])
+    def strict_decode(self, text: str, start: int = 0) -> tuple[object, int, list[tuple[str, str, str]]]:
+        """(value, end, problems) of the JSON value that starts at `start` (json.JSONDecodeError if malformed)."""
+        self.flagged = False
+        value, end = self.raw_decode(text, start)
+        return value, end, (_strict_problems(value) if self.flagged else [])
+
+
+def parse_json(text: str) -> tuple[object, list[tuple[str, str, str]]]:
+    """One JSON value, strictly: (value, problems), where problems lists (field, kind, message) for each NaN,
+    Infinity or -Infinity and each key repeated within one object. Malformed JSON raises json.JSONDecodeError."""
+    start = _WHITESPACE.match(text).end()
+    value, end, problems = _StrictDecoder().strict_decode(text, start)
+    if _WHITESPACE.match(text, end).end() != len(text):
+        raise json.JSONDecodeError("Extra data", text, end)
+    return value, problems
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _json_array_items(raw: bytes) -> list[tuple[int, object, list[tuple[str, str, str]]]]:
+    """(line where the item starts, value, problems) for each item of a file that holds one JSON array. A malformed
+    item ends the reading: its problem says so (JSON cannot be re-synchronised after a syntax error)."""
+    try:
+        text = raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        return [(line, None, [("", "not_utf8", f"is not UTF-8 text (byte {raw[error.start:error.start + 1]!r}); "
+                                               "re-save the file as UTF-8: nothing of it was read")])]
+    decoder, items, line, seen = _StrictDecoder(), [], 1, 0
+
+    def stop(at: int, message: str) -> list:
+        failed = text.count("\n", 0, at) + 1
+        column = at - text.rfind("\n", 0, at)
+        return items + [(failed, None, [("", "malformed_json", f"malformed JSON at column {column}: {message}; "
+                                                               "the rest of the file was not read")])]
+
+    i = _WHITESPACE.match(text, text.index("[") + 1).end()
+    if text.startswith("]", i):
+        return items if _WHITESPACE.match(text, i + 1).end() == len(text) else stop(i + 1, "extra data after ']'")
+    while True:
+        line, seen = line + text.count("\n", seen, i), i
+        try:
+            value, i, problems = decoder.strict_decode(text, i)
+        except json.JSONDecodeError as error:
+            return stop(error.pos, error.msg)
+        except RecursionError:
+            return stop(i, "nested too deeply")
+        items.append((line, value, problems))
+        i = _WHITESPACE.match(text, i).end()
+        if text.startswith(",", i):
+            i = _WHITESPACE.match(text, i + 1).end()
+        elif text.startswith("]", i):
+            return items if _WHITESPACE.match(text, i + 1).end() == len(text) else stop(i + 1, "extra data after ']'")
+        else:
+            return stop(i, "expected ',' or ']' after an item of the array")
 
 
 def validate_file(path: str | Path, format: str | None = None, tokenizer=None, max_tokens: int | None = None,
                   max_problems: int = 50) -> ValidationReport:
-    """Check every line of a JSONL (or .txt) file; never writes anything.
+    """Check every line of a JSONL file (or every item of a .json file that holds one JSON array, or every block of a
+    .txt file); never writes anything.
 
     Returns the valid examples with their line numbers and every problem, with file, line and field. The format
     is `format` (one of ALL_FORMATS) or, if None, detected: that of the first JSON object that has all the fields of
@@ -548,8 +608,6 @@ def validate_file(path: str | Path, format: str | None = None, tokenizer=None, m
     if path.suffix == ".txt":
         return _validate_text_file(path, raw, max_problems)
     report = ValidationReport(str(path), format, "given" if format else "detected", max_problems=max_problems)
-    lines = _split_lines(raw)
-    report.lines = len(lines)
 
     def add(number: int, problems: list[tuple[str, str, str]]) -> None:
         report.bad_lines += 1
@@ -558,15 +616,20 @@ def validate_file(path: str | Path, format: str | None = None, tokenizer=None, m
             if len(report.problems) < max_problems:
                 report.problems.append(Problem(path.name, number, where, kind, message))
 
-    parsed = []  # (line number, value, problems found while reading it)
-    for number, line in enumerate(lines, 1):
-        text, error = _decode(line, number)
-        if error:
-            parsed.append((number, None, [("", "not_utf8", error)]))
-        elif not text.strip():
-            report.blank_lines += 1
-        else:
-            parsed.append((number, *_parse_line(text)))
+    if path.suffix == ".json" and raw.removeprefix(b"\xef\xbb\xbf").lstrip()[:1] == b"[":
+        parsed = _json_array_items(raw)  # (line number, value, problems found while reading it)
+        report.lines, report.unit = len(parsed), "array items"
+    else:
+        lines = _split_lines(raw)
+        parsed, report.lines = [], len(lines)
+        for number, line in enumerate(lines, 1):
+            text, error = _decode(line, number)
+            if error:
+                parsed.append((number, None, [("", "not_utf8", error)]))
+            elif not text.strip():
+                report.blank_lines += 1
+            else:
+                parsed.append((number, *_parse_line(text)))
     if report.format is None:
         report.format, report.format_source = _choose_format([(n, v) for n, v, _ in parsed])
 

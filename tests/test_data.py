@@ -363,6 +363,36 @@ def test_alpaca_and_sharegpt_are_read_but_not_written():
         D.convert([CHAT], "alpaca")
 
 
+def test_a_json_array_file_is_read_item_by_item_with_the_line_where_each_starts(tmp_path):
+    records = D.read_jsonl(ALPACA)
+    path = tmp_path / "alpaca_data.json"  # how Stanford Alpaca publishes its data: one array, indented
+    path.write_text(json.dumps(records, indent=4, ensure_ascii=False))
+    report = D.validate_file(path)
+    assert report.ok and report.format == "alpaca" and report.examples == records, report.summary()
+    starts = [i + 1 for i, line in enumerate(path.read_text().splitlines()) if line == "    {"]
+    assert report.line_numbers == starts and report.lines == len(records)
+    assert "6 array items" in report.summary()
+
+    records[2]["output"] = ""
+    path.write_text(json.dumps(records, indent=4))
+    (problem,) = D.validate_file(path).problems
+    assert (problem.line, problem.field, problem.kind) == (starts[2], "output", "empty_field")
+
+
+def test_a_json_array_with_a_syntax_error_keeps_the_items_before_it(tmp_path):
+    path = write_lines(tmp_path / "data.json", [b"[", b'  {"instruction": "a", "output": "b"},',
+                                                b'  {"instruction": "c", "output": NaN},',
+                                                b'  {"instruction": "d" "output": "e"},', b'  {"instruction": "f"}', b"]"])
+    report = D.validate_file(path)
+    assert report.line_numbers == [2] and report.format == "alpaca"
+    assert [(p.line, p.field, p.kind) for p in report.problems] == [(3, "output", "not_json_number"),
+                                                                    (4, "", "malformed_json")]
+    assert "the rest of the file was not read" in report.problems[1].message
+    assert D.validate_file(write_lines(tmp_path / "empty.json", [b" [ ] "])).lines == 0
+    jsonl_named_json = write_lines(tmp_path / "lines.json", [json.dumps(r) for r in D.read_jsonl(SHAREGPT)])
+    assert D.validate_file(jsonl_named_json).ok and D.validate_file(jsonl_named_json).unit == "lines"
+
+
 # -------------------------------------------------------------------- what Python's json accepts but JSON does not
 
 

@@ -57,9 +57,9 @@ def valid_examples(draw, formats=D.ALL_FORMATS):
     return {"text": draw(visible_text)}
 
 
-def validate_bytes(raw: bytes, fmt=None) -> D.ValidationReport:
+def validate_bytes(raw: bytes, fmt=None, suffix=".jsonl") -> D.ValidationReport:
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "data.jsonl"
+        path = Path(folder) / f"data{suffix}"
         path.write_bytes(raw)
         report = D.validate_file(path, format=fmt)
         assert path.read_bytes() == raw  # never written over
@@ -187,3 +187,21 @@ def test_strict_parsing_agrees_with_json_on_standard_json(value):
     except ValueError:  # an infinity somewhere: not standard JSON, covered above
         return
     assert D.parse_json(text) == (json.loads(text), [])
+
+
+@SETTINGS
+@given(st.lists(valid_examples(), max_size=5), st.sampled_from([None, 0, 2]), st.booleans())
+def test_a_json_array_of_valid_examples_reads_back_whole(examples, indent, bom):
+    raw = json.dumps(examples, indent=indent).encode()
+    report = validate_bytes(b"\xef\xbb\xbf" * bom + raw, suffix=".json")
+    assert report.lines == len(examples)
+    if len({D.detect_format(e) for e in examples}) <= 1:  # one format in the file
+        assert report.examples == examples and report.ok
+    assert all(1 <= n <= raw.count(b"\n") + 1 for n in report.line_numbers)
+
+
+@SETTINGS
+@given(st.binary(max_size=120))
+def test_the_validator_never_crashes_on_a_json_file(raw):
+    report = validate_bytes(b"[" + raw, suffix=".json")
+    assert len(report.examples) + report.bad_lines + report.blank_lines == report.lines
