@@ -415,7 +415,7 @@ def example_problems(example, fmt: str) -> list[tuple[str, str, str]]:
     missing = [name for name in FIELDS[fmt] if name not in example]
     if missing:
         other = detect_format(example)
-        hint = (f" (this line has the fields of the {other} format: is the file mixed, or is it {other}?)"
+        hint = (f" (this line has the fields of the {other} format: does the file mix formats, or is it in that one?)"
                 if other != fmt and _has_all_fields(example, other) else "")
         return [(name, "missing_field", f"missing field {name!r}: every line of a {fmt}-format file needs "
                                         f"{' and '.join(repr(n) for n in FIELDS[fmt])}{hint}") for name in missing]

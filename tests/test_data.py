@@ -382,7 +382,8 @@ def test_a_json_array_file_is_read_item_by_item_with_the_line_where_each_starts(
 def test_a_json_array_with_a_syntax_error_keeps_the_items_before_it(tmp_path):
     path = write_lines(tmp_path / "data.json", [b"[", b'  {"instruction": "a", "output": "b"},',
                                                 b'  {"instruction": "c", "output": NaN},',
-                                                b'  {"instruction": "d" "output": "e"},', b'  {"instruction": "f"}', b"]"])
+                                                b'  {"instruction": "d" "output": "e"},',  # a missing comma
+                                                b'  {"instruction": "f"}', b"]"])
     report = D.validate_file(path)
     assert report.line_numbers == [2] and report.format == "alpaca"
     assert [(p.line, p.field, p.kind) for p in report.problems] == [(3, "output", "not_json_number"),
@@ -400,7 +401,8 @@ def test_a_json_array_with_a_syntax_error_keeps_the_items_before_it(tmp_path):
     ('{"instruction": "Rate it.", "input": "", "output": NaN}', "output", "NaN"),
     ('{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello", "weight": Infinity}]}',
      "conversations[1].weight", "Infinity"),
-    ('{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}], "score": [1, -Infinity]}',
+    ('{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}], '
+     '"score": [1, -Infinity]}',
      "score[1]", "-Infinity"),
 ])
 def test_nan_and_infinity_are_refused_with_their_field(tmp_path, line, field, name):
