@@ -347,7 +347,7 @@ _SHAREGPT = _Turns("turns", "from", "value", {role: name for name, role in SHARE
                    hint=" (ShareGPT names the user 'human' and the assistant 'gpt')")
 
 
-def _a(word: str) -> str:
+def _with_article(word: str) -> str:
     return ("an " if word[:1] in "aeiou" else "a ") + word
 
 
@@ -395,13 +395,13 @@ def _check_turn_order(roles: list[str], where: str, ends_with: str | None,
             return [(field_of(i), "misplaced_system", "a system message may only be the first message")]
         if roles[i] != expected:
             return [(field_of(i), "not_alternating",
-                     f"expected {_a(name[expected])} turn here, got {name[roles[i]]}: turns must alternate "
+                     f"expected {_with_article(name[expected])} turn here, got {name[roles[i]]}: turns must alternate "
                      f"{name['user']}, {name['assistant']}, {name['user']}, ... (merge consecutive turns of the same "
                      "role)")]
     if ends_with and roles[-1] != ends_with:
         if ends_with == "assistant":
             return [(field_of(len(roles) - 1), "no_final_assistant",
-                     f"the conversation ends with {_a(name[roles[-1]])} turn: it must end with the "
+                     f"the conversation ends with {_with_article(name[roles[-1]])} turn: it must end with the "
                      f"{name['assistant']}'s answer (that is what the model learns from)")]
         return [(field_of(len(roles) - 1), "bad_prompt_end",
                  f"a prompt must end with a {ends_with} turn, got {roles[-1]}")]
@@ -666,9 +666,11 @@ def _choose_format(values: list[tuple[int, object]]) -> tuple[str | None, str]:
     with any identifying field (so one incomplete first line does not decide the format of the whole file)."""
     detected = [(number, detect_format(value)) for number, value in values]
     complete = [(n, fmt) for (n, fmt), (_, value) in zip(detected, values) if _has_all_fields(value, fmt)]
-    for number, fmt in complete or [(n, fmt) for n, fmt in detected if fmt]:
-        return fmt, f"detected from line {number}"
-    return None, "detected"
+    candidates = complete or [(n, fmt) for n, fmt in detected if fmt]
+    if not candidates:
+        return None, "detected"
+    number, fmt = candidates[0]
+    return fmt, f"detected from line {number}"
 
 
 def _length_problems(example: dict, fmt: str, tokenizer, max_tokens: int | None) -> list[tuple[str, str, str]]:
