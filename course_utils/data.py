@@ -1,11 +1,20 @@
 """Instruction data: read, convert, validate, clean, deduplicate, check label masks, write atomically.
 
-The formats a student meets, one JSON object per line (JSONL):
+The formats a student meets, one JSON object per line (JSONL; a .json file may instead hold one JSON array of them, the
+way Alpaca's alpaca_data.json is published):
 
     messages           {"messages": [{"role": "system" | "user" | "assistant", "content": "..."}, ...]}
     instruction        {"instruction": "...", "input": "..." (optional), "response": "..."}
     prompt_completion  {"prompt": "...", "completion": "..."}, or conversational: both are lists of messages
     text               {"text": "..."}; a plain .txt file holds one document per block of non-blank lines
+
+and the two most common formats in the wild, which are read, validated and converted but never written:
+
+    alpaca             {"instruction": "...", "input": "..." (optional, may be ""), "output": "..."}
+    sharegpt           {"conversations": [{"from": "system" | "human" | "gpt", "value": "..."}, ...]}
+
+Lines must be strict JSON: NaN, Infinity and a key repeated in one object are problems (Python's json module accepts
+all three, silently keeping the last value of a repeated key; other JSON readers refuse them).
 
 Two promises: nothing is lost (validation keeps every valid line and never writes; writing is atomic and refuses to
 replace a file unless asked) and nothing bad passes silently (every problem is reported with file, line and field).
@@ -26,13 +35,18 @@ from pathlib import Path
 
 from .atomic import atomic_open, write_text
 
-FORMATS = ("messages", "instruction", "prompt_completion", "text")
+FORMATS = ("messages", "instruction", "prompt_completion", "text")  # the course's formats: what `convert` writes
+READ_ONLY_FORMATS = ("alpaca", "sharegpt")  # the common formats of public datasets: read and converted, not written
+ALL_FORMATS = FORMATS + READ_ONLY_FORMATS
 ROLES = ("system", "user", "assistant")
+SHAREGPT_ROLES = {"system": "system", "human": "user", "gpt": "assistant"}  # ShareGPT's "from" -> the course's role
 FIELDS = {  # the fields that identify a format; all of them are required
     "messages": ("messages",),
-    "prompt_completion": ("prompt", "completion"),
     "instruction": ("instruction", "response"),
+    "prompt_completion": ("prompt", "completion"),
     "text": ("text",),
+    "alpaca": ("instruction", "output"),
+    "sharegpt": ("conversations",),
 }
 
 
@@ -45,20 +59,28 @@ class DataError(ValueError):
 
 
 def detect_format(example: dict) -> str | None:
-    """The format whose identifying fields an example has (any of them), or None."""
+    """The format of which the example has the most identifying fields (at least one; on a tie the first in
+    ALL_FORMATS: {"instruction": ...} alone is the instruction format), or None."""
     if not isinstance(example, dict):
         return None
-    for fmt, names in FIELDS.items():
-        if any(name in example for name in names):
-            return fmt
-    return None
+    found = {fmt: sum(name in example for name in names) for fmt, names in FIELDS.items()}
+    best = max(found.values())
+    return next(fmt for fmt in ALL_FORMATS if found[fmt] == best) if best else None
+
+
+def _has_all_fields(example, fmt: str | None) -> bool:
+    return fmt is not None and isinstance(example, dict) and all(name in example for name in FIELDS[fmt])
+
+
+def _format_list() -> str:
+    return "; ".join(f"{f} ({', '.join(FIELDS[f])})" for f in ALL_FORMATS)
 
 
 def _format_of(example: dict, fmt: str | None) -> str:
     fmt = fmt or detect_format(example)
-    if fmt not in FORMATS:
+    if fmt not in ALL_FORMATS:
         raise DataError(f"cannot tell the format of {_preview(example)}: expected the fields of one of "
-                        + ", ".join(f"{f} ({'/'.join(FIELDS[f])})" for f in FORMATS))
+                        + _format_list())
     return fmt
 
 
@@ -67,11 +89,28 @@ def _preview(value, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
+def alpaca_to_instruction(example: dict) -> dict:
+    """An Alpaca record -> the instruction format: "output" is renamed "response"; "input" is kept if not empty."""
+    result = {"instruction": example["instruction"]}
+    if example.get("input"):
+        result["input"] = example["input"]
+    result["response"] = example["output"]
+    return result
+
+
 def to_messages(example: dict, fmt: str | None = None, system: str | None = None) -> dict:
-    """The example as a chat: {"messages": [...]}. `system` adds a system turn where there is none."""
+    """The example as a chat: {"messages": [...]}. `system` adds a system turn where there is none.
+
+    Instruction and Alpaca records become one user turn (the instruction, then a blank line and the input if there
+    is one) and one assistant turn; ShareGPT's "human", "gpt" and "system" become user, assistant and system."""
     fmt = _format_of(example, fmt)
+    if fmt == "alpaca":
+        example, fmt = alpaca_to_instruction(example), "instruction"
     if fmt == "messages":
         messages = [dict(m) for m in example["messages"]]
+    elif fmt == "sharegpt":
+        messages = [{"role": SHAREGPT_ROLES[turn["from"]], "content": turn["value"]}
+                    for turn in example["conversations"]]
     elif fmt == "instruction":
         user = example["instruction"]
         if example.get("input"):
@@ -92,7 +131,10 @@ def to_messages(example: dict, fmt: str | None = None, system: str | None = None
 
 
 def to_instruction(example: dict, fmt: str | None = None) -> dict:
-    """A single-turn example as {"instruction", "response"} (a system turn, if any, is kept as "system")."""
+    """A single-turn example as {"instruction", "response"} (a system turn, if any, is kept as "system"; an Alpaca
+    record keeps its "input")."""
+    if _format_of(example, fmt) == "alpaca":
+        return alpaca_to_instruction(example)
     messages = to_messages(example, fmt)["messages"]
     system = [m["content"] for m in messages if m["role"] == "system"]
     turns = [m for m in messages if m["role"] != "system"]
@@ -141,7 +183,8 @@ def convert(examples: Iterable[dict], target: str, tokenizer=None, fmt: str | No
         "text": lambda ex: to_text(ex, tokenizer, fmt),
     }
     if target not in converters:
-        raise ValueError(f"unknown target format {target!r}: choose one of {', '.join(FORMATS)}")
+        raise ValueError(f"unknown target format {target!r}: choose one of {', '.join(FORMATS)} "
+                         f"({' and '.join(READ_ONLY_FORMATS)} are read, not written)")
     return [converters[target](ex) for ex in examples]
 
 
@@ -224,6 +267,7 @@ class ValidationReport:
     blank_lines: int = 0
     lines: int = 0
     max_problems: int = 50
+    unit: str = "lines"  # what `lines` counts: lines of a JSONL file, or the items of a JSON array
 
     @property
     def ok(self) -> bool:
@@ -236,11 +280,11 @@ class ValidationReport:
     def summary(self, limit: int | None = None) -> str:
         """A report a person can act on: counts, then one line per problem."""
         limit = self.max_problems if limit is None else limit
-        head = (f"{self.file}: {self.lines} lines, format {self.format!r} ({self.format_source}); "
+        head = (f"{self.file}: {self.lines} {self.unit}, format {self.format!r} ({self.format_source}); "
                 f"{len(self.examples)} valid examples kept")
         if self.ok:
             return head + ", no problems."
-        lines = [head + f"; {self.bad_lines} lines with {self.problem_count} problems:"]
+        lines = [head + f"; {self.bad_lines} {self.unit} with {self.problem_count} problems:"]
         lines += [f"  {p}" for p in self.problems[:limit]]
         hidden = self.problem_count - min(limit, len(self.problems))
         if hidden:
@@ -287,53 +331,79 @@ def _check_string(value, where: str) -> list[tuple[str, str, str]]:
     return []
 
 
-def _check_messages(messages, where: str, ends_with: str | None, order: bool = True) -> list[tuple[str, str, str]]:
+@dataclass(frozen=True)
+class _Turns:
+    """How a format writes the turns of a conversation: its keys and its names for the roles."""
+
+    noun: str  # what the list holds, e.g. "messages"
+    role: str  # the key that names who speaks
+    content: str  # the key that holds the words
+    names: dict[str, str]  # the course's role -> this format's name for it
+    hint: str = ""  # added to an unknown-role message
+
+
+_MESSAGES = _Turns("messages", "role", "content", {r: r for r in ROLES})
+_SHAREGPT = _Turns("turns", "from", "value", {role: name for name, role in SHAREGPT_ROLES.items()},
+                   hint=" (ShareGPT names the user 'human' and the assistant 'gpt')")
+
+
+def _with_article(word: str) -> str:
+    return ("an " if word[:1] in "aeiou" else "a ") + word
+
+
+def _check_messages(messages, where: str, ends_with: str | None, order: bool = True,
+                    turns: _Turns = _MESSAGES) -> list[tuple[str, str, str]]:
     if not isinstance(messages, list):
-        return [(where, "wrong_type", f"expected a list of messages, got {_type_name(messages)}")]
+        return [(where, "wrong_type", f"expected a list of {turns.noun}, got {_type_name(messages)}")]
     if not messages:
-        return [(where, "empty_field", "has no messages")]
+        return [(where, "empty_field", f"has no {turns.noun}")]
+    known = {name: role for role, name in turns.names.items()}  # this format's name -> the course's role
     problems, roles = [], []
     for i, message in enumerate(messages):
         at = f"{where}[{i}]"
         if not isinstance(message, dict):
-            problems.append((at, "wrong_type", f'expected an object {{"role": ..., "content": ...}}, '
+            problems.append((at, "wrong_type", f'expected an object {{"{turns.role}": ..., "{turns.content}": ...}}, '
                                                f"got {_type_name(message)}"))
             roles.append(None)
             continue
-        role = message.get("role")
-        if "role" not in message:
-            problems.append((f"{at}.role", "missing_field", "missing field 'role'"))
+        role = message.get(turns.role)
+        if turns.role not in message:
+            problems.append((f"{at}.{turns.role}", "missing_field", f"missing field {turns.role!r}"))
         elif not isinstance(role, str):
-            problems.append((f"{at}.role", "wrong_type", f"expected a string, got {_type_name(role)}"))
-        elif role not in ROLES:
-            problems.append((f"{at}.role", "unknown_role", f"unknown role {_preview(role, 30)!r}: "
-                                                           f"use one of {', '.join(ROLES)}"))
-        if "content" not in message:
-            problems.append((f"{at}.content", "missing_field", "missing field 'content'"))
+            problems.append((f"{at}.{turns.role}", "wrong_type", f"expected a string, got {_type_name(role)}"))
+        elif role not in known:
+            problems.append((f"{at}.{turns.role}", "unknown_role", f"unknown role {_preview(role, 30)!r}: "
+                                                                   f"use one of {', '.join(known)}{turns.hint}"))
+        if turns.content not in message:
+            problems.append((f"{at}.{turns.content}", "missing_field", f"missing field {turns.content!r}"))
         else:
-            problems += _check_string(message["content"], f"{at}.content")
-        roles.append(role if role in ROLES else None)
+            problems += _check_string(message[turns.content], f"{at}.{turns.content}")
+        roles.append(known.get(role) if isinstance(role, str) else None)
     if order and None not in roles:
-        problems += _check_turn_order(roles, where, ends_with)
+        problems += _check_turn_order(roles, where, ends_with, turns)
     return problems
 
 
-def _check_turn_order(roles: list[str], where: str, ends_with: str | None) -> list[tuple[str, str, str]]:
+def _check_turn_order(roles: list[str], where: str, ends_with: str | None,
+                      turns: _Turns = _MESSAGES) -> list[tuple[str, str, str]]:
+    """`roles` are the course's roles; the messages use the format's own names."""
+    name, field_of = turns.names, (lambda i: f"{where}[{i}].{turns.role}")
     first = 1 if roles[0] == "system" else 0
     for i in range(first, len(roles)):
         expected = "user" if (i - first) % 2 == 0 else "assistant"
         if roles[i] == "system":
-            return [(f"{where}[{i}].role", "misplaced_system", "a system message may only be the first message")]
+            return [(field_of(i), "misplaced_system", "a system message may only be the first message")]
         if roles[i] != expected:
-            return [(f"{where}[{i}].role", "not_alternating",
-                     f"expected {'a user' if expected == 'user' else 'an assistant'} turn here, got {roles[i]}: turns "
-                     "must alternate user, assistant, user, ... (merge consecutive turns of the same role)")]
+            return [(field_of(i), "not_alternating",
+                     f"expected {_with_article(name[expected])} turn here, got {name[roles[i]]}: turns must alternate "
+                     f"{name['user']}, {name['assistant']}, {name['user']}, ... (merge consecutive turns of the same "
+                     "role)")]
     if ends_with and roles[-1] != ends_with:
         if ends_with == "assistant":
-            return [(f"{where}[{len(roles) - 1}].role", "no_final_assistant",
-                     f"the conversation ends with a {roles[-1]} turn: it must end with the assistant's answer "
-                     "(that is what the model learns from)")]
-        return [(f"{where}[{len(roles) - 1}].role", "bad_prompt_end",
+            return [(field_of(len(roles) - 1), "no_final_assistant",
+                     f"the conversation ends with {_with_article(name[roles[-1]])} turn: it must end with the "
+                     f"{name['assistant']}'s answer (that is what the model learns from)")]
+        return [(field_of(len(roles) - 1), "bad_prompt_end",
                  f"a prompt must end with a {ends_with} turn, got {roles[-1]}")]
     return []
 
@@ -344,13 +414,18 @@ def example_problems(example, fmt: str) -> list[tuple[str, str, str]]:
         return [("", "not_an_object", f"expected a JSON object {{...}}, got {_type_name(example)}")]
     missing = [name for name in FIELDS[fmt] if name not in example]
     if missing:
+        other = detect_format(example)
+        hint = (f" (this line has the fields of the {other} format: does the file mix formats, or is it in that one?)"
+                if other != fmt and _has_all_fields(example, other) else "")
         return [(name, "missing_field", f"missing field {name!r}: every line of a {fmt}-format file needs "
-                                        f"{' and '.join(repr(n) for n in FIELDS[fmt])}") for name in missing]
+                                        f"{' and '.join(repr(n) for n in FIELDS[fmt])}{hint}") for name in missing]
     if fmt == "messages":
         return _check_messages(example["messages"], "messages", ends_with="assistant")
-    if fmt == "instruction":
-        problems = _check_string(example["instruction"], "instruction") + _check_string(example["response"],
-                                                                                          "response")
+    if fmt == "sharegpt":
+        return _check_messages(example["conversations"], "conversations", ends_with="assistant", turns=_SHAREGPT)
+    if fmt in ("instruction", "alpaca"):
+        answer = "response" if fmt == "instruction" else "output"
+        problems = _check_string(example["instruction"], "instruction") + _check_string(example[answer], answer)
         if example.get("input") is not None and not isinstance(example["input"], str):
             problems.append(("input", "wrong_type", f"expected a string, got {_type_name(example['input'])}"))
         return problems
@@ -403,17 +478,128 @@ def _decode(line: bytes, number: int) -> tuple[str | None, str | None]:
     return text, None
 
 
+class _RepeatedKeys(dict):
+    """A parsed JSON object in which some key appeared more than once (the dict holds the last value of each)."""
+
+    repeated: tuple[str, ...] = ()
+
+
+class _NotJsonNumber(str):
+    """Where a line had NaN, Infinity or -Infinity: Python's json reads them, JSON does not allow them."""
+
+
+def _strict_problems(value) -> list[tuple[str, str, str]]:
+    """(field, kind, message) for every NaN/Infinity and every repeated key in a value parsed by parse_json."""
+    problems, stack = [], [("", value)]
+    while stack:  # depth first, without recursion (a deep but valid line must not crash the validator)
+        where, item = stack.pop()
+        if isinstance(item, _NotJsonNumber):
+            problems.append((where, "not_json_number", f"{item} is not a JSON number (Python's json module reads it, "
+                                                       "other JSON readers refuse it): write a number, null or a "
+                                                       "string"))
+        elif isinstance(item, dict):
+            for key in getattr(item, "repeated", ()):
+                problems.append((f"{where}.{key}" if where else key, "duplicate_key",
+                                 f"the key {key!r} appears more than once in one object: JSON readers keep only the "
+                                 "last value and drop the others silently; keep one"))
+            stack += [(f"{where}.{key}" if where else str(key), child) for key, child in reversed(item.items())]
+        elif isinstance(item, list):
+            stack += [(f"{where}[{i}]", child) for i, child in reversed(list(enumerate(item)))]
+    return problems
+
+
+class _StrictDecoder(json.JSONDecoder):
+    """Python's JSON decoder, which marks each NaN/Infinity and each object with a repeated key as it reads them
+    (`flagged`); _strict_problems then finds them with their field."""
+
+    def __init__(self):
+        super().__init__(parse_constant=self._not_a_number, object_pairs_hook=self._object)
+        self.flagged = False
+
+    def _not_a_number(self, name: str) -> _NotJsonNumber:
+        self.flagged = True
+        return _NotJsonNumber(name)
+
+    def _object(self, items: list[tuple[str, object]]) -> dict:
+        result = dict(items)
+        if len(result) == len(items):
+            return result
+        self.flagged = True
+        marked = _RepeatedKeys(result)
+        marked.repeated = tuple(key for key, n in Counter(key for key, _ in items).items() if n > 1)
+        return marked
+
+    def strict_decode(self, text: str, start: int = 0) -> tuple[object, int, list[tuple[str, str, str]]]:
+        """(value, end, problems) of the JSON value that starts at `start` (json.JSONDecodeError if malformed)."""
+        self.flagged = False
+        value, end = self.raw_decode(text, start)
+        return value, end, (_strict_problems(value) if self.flagged else [])
+
+
+def parse_json(text: str) -> tuple[object, list[tuple[str, str, str]]]:
+    """One JSON value, strictly: (value, problems), where problems lists (field, kind, message) for each NaN,
+    Infinity or -Infinity and each key repeated within one object. Malformed JSON raises json.JSONDecodeError."""
+    start = _WHITESPACE.match(text).end()
+    value, end, problems = _StrictDecoder().strict_decode(text, start)
+    if _WHITESPACE.match(text, end).end() != len(text):
+        raise json.JSONDecodeError("Extra data", text, end)
+    return value, problems
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _json_array_items(raw: bytes) -> list[tuple[int, object, list[tuple[str, str, str]]]]:
+    """(line where the item starts, value, problems) for each item of a file that holds one JSON array. A malformed
+    item ends the reading: its problem says so (JSON cannot be re-synchronised after a syntax error)."""
+    try:
+        text = raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        return [(line, None, [("", "not_utf8", f"is not UTF-8 text (byte {raw[error.start:error.start + 1]!r}); "
+                                               "re-save the file as UTF-8: nothing of it was read")])]
+    decoder, items, line, seen = _StrictDecoder(), [], 1, 0
+
+    def stop(at: int, message: str) -> list:
+        failed = text.count("\n", 0, at) + 1
+        column = at - text.rfind("\n", 0, at)
+        return items + [(failed, None, [("", "malformed_json", f"malformed JSON at column {column}: {message}; "
+                                                               "the rest of the file was not read")])]
+
+    i = _WHITESPACE.match(text, text.index("[") + 1).end()
+    if text.startswith("]", i):
+        return items if _WHITESPACE.match(text, i + 1).end() == len(text) else stop(i + 1, "extra data after ']'")
+    while True:
+        line, seen = line + text.count("\n", seen, i), i
+        try:
+            value, i, problems = decoder.strict_decode(text, i)
+        except json.JSONDecodeError as error:
+            return stop(error.pos, error.msg)
+        except RecursionError:
+            return stop(i, "nested too deeply")
+        items.append((line, value, problems))
+        i = _WHITESPACE.match(text, i).end()
+        if text.startswith(",", i):
+            i = _WHITESPACE.match(text, i + 1).end()
+        elif text.startswith("]", i):
+            return items if _WHITESPACE.match(text, i + 1).end() == len(text) else stop(i + 1, "extra data after ']'")
+        else:
+            return stop(i, "expected ',' or ']' after an item of the array")
+
+
 def validate_file(path: str | Path, format: str | None = None, tokenizer=None, max_tokens: int | None = None,
                   max_problems: int = 50) -> ValidationReport:
-    """Check every line of a JSONL (or .txt) file; never writes anything.
+    """Check every line of a JSONL file (or every item of a .json file that holds one JSON array, or every block of a
+    .txt file); never writes anything.
 
     Returns the valid examples with their line numbers and every problem, with file, line and field. The format
-    is `format` or, if None, the one detected on the first line that is a JSON object. With a `tokenizer` and
-    `max_tokens`, examples longer than that (as the model sees them) are problems too.
+    is `format` (one of ALL_FORMATS) or, if None, detected: that of the first JSON object that has all the fields of
+    its format, else of the first one with any of them. With a `tokenizer` and `max_tokens`, examples longer than
+    that (as the model sees them) are problems too.
     """
     path = Path(path)
-    if format is not None and format not in FORMATS:
-        raise ValueError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
+    if format is not None and format not in ALL_FORMATS:
+        raise ValueError(f"unknown format {format!r}: choose one of {', '.join(ALL_FORMATS)}")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (the working folder is {Path.cwd()})")
     if max_tokens is not None and tokenizer is None:
@@ -422,8 +608,6 @@ def validate_file(path: str | Path, format: str | None = None, tokenizer=None, m
     if path.suffix == ".txt":
         return _validate_text_file(path, raw, max_problems)
     report = ValidationReport(str(path), format, "given" if format else "detected", max_problems=max_problems)
-    lines = _split_lines(raw)
-    report.lines = len(lines)
 
     def add(number: int, problems: list[tuple[str, str, str]]) -> None:
         report.bad_lines += 1
@@ -432,44 +616,71 @@ def validate_file(path: str | Path, format: str | None = None, tokenizer=None, m
             if len(report.problems) < max_problems:
                 report.problems.append(Problem(path.name, number, where, kind, message))
 
-    for number, line in enumerate(lines, 1):
-        text, error = _decode(line, number)
-        if error:
-            add(number, [("", "not_utf8", error)])
-            continue
-        if not text.strip():
-            report.blank_lines += 1
-            continue
-        try:
-            example = json.loads(text)
-        except json.JSONDecodeError as error:
-            add(number, [("", "malformed_json", f"malformed JSON at column {error.colno}: {error.msg}")])
-            continue
-        except RecursionError:
-            add(number, [("", "malformed_json", "malformed JSON: nested too deeply")])
-            continue
-        if report.format is None and detect_format(example):
-            report.format = detect_format(example)
-            report.format_source = f"detected from line {number}"
-        if not isinstance(example, dict):
-            add(number, [("", "not_an_object", f"expected a JSON object {{...}}, got {_type_name(example)}")])
-            continue
-        if report.format is None:
-            add(number, [("", "unknown_format", "no known fields: expected one of "
-                          + "; ".join(f"{f}: {', '.join(FIELDS[f])}" for f in FORMATS))])
-            continue
-        problems = example_problems(example, report.format)
-        if not problems and max_tokens is not None:
-            n = count_tokens(example, tokenizer, report.format)
-            if n > max_tokens:
-                problems = [("", "too_long", f"{n} tokens, more than the {max_tokens} the model takes: shorten or "
-                                             "split it (trained as it is, its end would be cut off)")]
+    if path.suffix == ".json" and raw.removeprefix(b"\xef\xbb\xbf").lstrip()[:1] == b"[":
+        parsed = _json_array_items(raw)  # (line number, value, problems found while reading it)
+        report.lines, report.unit = len(parsed), "array items"
+    else:
+        lines = _split_lines(raw)
+        parsed, report.lines = [], len(lines)
+        for number, line in enumerate(lines, 1):
+            text, error = _decode(line, number)
+            if error:
+                parsed.append((number, None, [("", "not_utf8", error)]))
+            elif not text.strip():
+                report.blank_lines += 1
+            else:
+                parsed.append((number, *_parse_line(text)))
+    if report.format is None:
+        report.format, report.format_source = _choose_format([(n, v) for n, v, _ in parsed])
+
+    for number, example, problems in parsed:
         if problems:
             add(number, problems)
+        elif not isinstance(example, dict):
+            add(number, [("", "not_an_object", f"expected a JSON object {{...}}, got {_type_name(example)}")])
+        elif report.format is None:
+            add(number, [("", "unknown_format", "no known fields: expected one of " + _format_list())])
         else:
-            report.examples.append(example)
-            report.line_numbers.append(number)
+            problems = (example_problems(example, report.format)
+                        or _length_problems(example, report.format, tokenizer, max_tokens))
+            if problems:
+                add(number, problems)
+            else:
+                report.examples.append(example)
+                report.line_numbers.append(number)
     return report
+
+
+def _parse_line(text: str) -> tuple[object, list[tuple[str, str, str]]]:
+    """(value, problems) of one line: parse_json's, or a malformed_json problem."""
+    try:
+        return parse_json(text)
+    except json.JSONDecodeError as error:
+        return None, [("", "malformed_json", f"malformed JSON at column {error.colno}: {error.msg}")]
+    except RecursionError:
+        return None, [("", "malformed_json", "malformed JSON: nested too deeply")]
+
+
+def _choose_format(values: list[tuple[int, object]]) -> tuple[str | None, str]:
+    """(format, how it was chosen): that of the first object with all its format's fields, else of the first object
+    with any identifying field (so one incomplete first line does not decide the format of the whole file)."""
+    detected = [(number, detect_format(value)) for number, value in values]
+    complete = [(n, fmt) for (n, fmt), (_, value) in zip(detected, values) if _has_all_fields(value, fmt)]
+    candidates = complete or [(n, fmt) for n, fmt in detected if fmt]
+    if not candidates:
+        return None, "detected"
+    number, fmt = candidates[0]
+    return fmt, f"detected from line {number}"
+
+
+def _length_problems(example: dict, fmt: str, tokenizer, max_tokens: int | None) -> list[tuple[str, str, str]]:
+    if max_tokens is None:
+        return []
+    n = count_tokens(example, tokenizer, fmt)
+    if n <= max_tokens:
+        return []
+    return [("", "too_long", f"{n} tokens, more than the {max_tokens} the model takes: shorten or split it "
+                             "(trained as it is, its end would be cut off)")]
 
 
 def _validate_text_file(path: Path, raw: bytes, max_problems: int) -> ValidationReport:
@@ -505,11 +716,12 @@ def read_jsonl(path: str | Path) -> list:
         if error:
             raise DataError(f"{path.name}:{number}: {error}")
         if text.strip():
-            try:
-                values.append(json.loads(text))
-            except (json.JSONDecodeError, RecursionError) as failure:
-                raise DataError(f"{path.name}:{number}: malformed JSON ({failure}); use validate_file to see every "
-                                "problem of the file") from failure
+            value, problems = _parse_line(text)
+            if problems:
+                where, _, message = problems[0]
+                raise DataError(f"{path.name}:{number}: {where + ': ' if where else ''}{message}; use validate_file "
+                                "to see every problem of the file")
+            values.append(value)
     return values
 
 
@@ -569,18 +781,19 @@ def clean_example(example: dict, fmt: str | None = None) -> dict:
     fmt = _format_of(example, fmt)
     result = copy.deepcopy(example)
 
-    def clean_messages(messages):
-        if isinstance(messages, list):
-            for message in messages:
-                if isinstance(message, dict) and isinstance(message.get("content"), str):
-                    message["content"] = clean_text(message["content"])
+    def clean_turns(turns, content: str):
+        if isinstance(turns, list):
+            for turn in turns:
+                if isinstance(turn, dict) and isinstance(turn.get(content), str):
+                    turn[content] = clean_text(turn[content])
 
-    for name in ("messages", "prompt", "completion", "instruction", "input", "response", "text"):
+    for name in ("messages", "prompt", "completion", "instruction", "input", "response", "output", "text"):
         value = result.get(name)
         if isinstance(value, str):
             result[name] = clean_text(value)
         elif name in ("messages", "prompt", "completion"):
-            clean_messages(value)
+            clean_turns(value, "content")
+    clean_turns(result.get("conversations"), "value")  # ShareGPT
     return result
 
 

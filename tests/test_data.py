@@ -3,6 +3,7 @@ label masks and atomic writes. The tokenizer is a small one trained here with th
 template, so these tests do not depend on the bundled checkpoint."""
 import json
 import os
+import re
 import stat
 from collections import Counter
 
@@ -18,6 +19,8 @@ DOLLY_ALPACA = INSTRUCT / "dolly_sample" / "dolly_sample_alpaca_format.jsonl"
 GSM8K = INSTRUCT / "gsm8k" / "gsm8k_train_first200.jsonl"
 SEED_TASKS = INSTRUCT / "self_instruct_human_written" / "self_instruct_seed_tasks.jsonl"
 BROKEN = INSTRUCT / "broken" / "broken_chat.jsonl"
+ALPACA = INSTRUCT / "formats" / "alpaca_sample.jsonl"
+SHAREGPT = INSTRUCT / "formats" / "sharegpt_sample.jsonl"
 
 CHAT = {"messages": [{"role": "system", "content": "Be brief."},
                      {"role": "user", "content": "What is the capital of France?"},
@@ -47,6 +50,9 @@ def test_detect_format_recognises_each_format():
     assert D.detect_format({"prompt": "a", "completion": "b"}) == "prompt_completion"
     assert D.detect_format({"text": "a"}) == "text"
     assert D.detect_format({"question": "a"}) is None
+    assert D.detect_format({"instruction": "a", "input": "", "output": "b"}) == "alpaca"
+    assert D.detect_format({"conversations": []}) == "sharegpt"
+    assert D.detect_format({"instruction": "a"}) == "instruction"  # a tie goes to the course's own format
 
 
 def test_instruction_becomes_a_chat_and_back():
@@ -249,6 +255,181 @@ def test_context_length_prefers_the_model_config(tokenizer):
             max_position_embeddings = 2048
 
     assert D.context_length(tokenizer, Model()) == 2048
+
+
+# ---------------------------------------------------------------------------------------- Alpaca and ShareGPT
+
+
+def test_a_standard_alpaca_file_validates_and_converts_to_every_course_format(tokenizer, tmp_path):
+    report = D.validate_file(ALPACA)
+    assert report.ok and report.format == "alpaca" and len(report.examples) == 6, report.summary()
+    assert "missing field 'response'" not in report.summary()  # what every Alpaca line used to get
+    with_input = next(ex for ex in report.examples if ex["input"])
+    chat = D.to_messages(with_input)["messages"]
+    assert chat == [{"role": "user", "content": with_input["instruction"] + "\n\n" + with_input["input"]},
+                    {"role": "assistant", "content": with_input["output"]}]
+    without_input = next(ex for ex in report.examples if not ex["input"])
+    assert D.to_messages(without_input)["messages"][0]["content"] == without_input["instruction"]
+    assert D.to_instruction(with_input) == {"instruction": with_input["instruction"], "input": with_input["input"],
+                                            "response": with_input["output"]}
+    for target in D.FORMATS:  # each conversion is a valid file of the target format
+        path = D.write_jsonl(D.convert(report.examples, target, tokenizer), tmp_path / f"{target}.jsonl")
+        back = D.validate_file(path, format=target)
+        assert back.ok and len(back.examples) == 6, back.summary()
+    assert D.render_chat(with_input, tokenizer).startswith("<|im_start|>user\n" + with_input["instruction"])
+
+
+def test_a_sharegpt_file_validates_and_converts_with_the_roles_renamed(tokenizer, tmp_path):
+    report = D.validate_file(SHAREGPT)
+    assert report.ok and report.format == "sharegpt" and len(report.examples) == 4, report.summary()
+    chats = D.convert(report.examples, "messages")
+    renamed = {"human": "user", "gpt": "assistant", "system": "system"}
+    for example, chat in zip(report.examples, chats):
+        assert chat["messages"] == [{"role": renamed[t["from"]], "content": t["value"]}
+                                    for t in example["conversations"]]
+    assert any(chat["messages"][0]["role"] == "system" for chat in chats)
+    multi = next(ex for ex in report.examples if len(ex["conversations"]) > 3)
+    assert D.to_prompt_completion(multi)["completion"] == [{"role": "assistant",
+                                                            "content": multi["conversations"][-1]["value"]}]
+    with pytest.raises(D.DataError, match="single user/assistant"):
+        D.to_instruction(multi)
+    back = D.validate_file(D.write_jsonl(chats, tmp_path / "chats.jsonl"))
+    assert back.ok and back.format == "messages" and back.examples == chats
+    assert D.count_tokens(multi, tokenizer) == D.count_tokens({"messages": D.to_messages(multi)["messages"]},
+                                                              tokenizer)
+
+
+GOOD_TURNS = [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]
+
+
+@pytest.mark.parametrize("record, field, kind, words", [
+    ({"instruction": "Add 2 and 2.", "input": ""}, "output", "missing_field", "missing field 'output'"),
+    ({"instruction": "Add 2 and 2.", "input": "", "output": " \n"}, "output", "empty_field", "is empty"),
+    ({"instruction": 4, "input": "", "output": "4"}, "instruction", "wrong_type", "got a number"),
+    ({"instruction": "Add.", "input": [2, 2], "output": "4"}, "input", "wrong_type", "got a list"),
+    ({"instruction": "Add 2 and 2.", "response": "4"}, "output", "missing_field", "fields of the instruction format"),
+])
+def test_each_bad_alpaca_record_is_named_by_line_and_field(tmp_path, record, field, kind, words):
+    good = {"instruction": "Name a colour.", "input": "", "output": "Red."}
+    path = write_lines(tmp_path / "alpaca.jsonl", [json.dumps(good), json.dumps(record)])
+    report = D.validate_file(path)
+    assert report.format == "alpaca" and report.line_numbers == [1]
+    assert [(p.line, p.field, p.kind) for p in report.problems] == [(2, field, kind)]
+    assert f"alpaca.jsonl:2: {field}: " in str(report.problems[0]) and words in report.problems[0].message
+
+
+def test_the_format_comes_from_a_complete_line_when_the_first_is_incomplete(tmp_path):
+    lines = [json.dumps({"instruction": "Name a colour."}), json.dumps({"instruction": "Name a fruit.",
+                                                                        "input": "", "output": "A pear."})]
+    report = D.validate_file(write_lines(tmp_path / "alpaca.jsonl", lines))
+    assert report.format == "alpaca" and report.format_source == "detected from line 2"
+    assert [(p.line, p.field, p.kind) for p in report.problems] == [(1, "output", "missing_field")]
+
+
+@pytest.mark.parametrize("turns, field, kind, words", [
+    ([{"from": "human", "value": "Hi"}, {"from": "bot", "value": "Hello"}],
+     "conversations[1].from", "unknown_role", "unknown role 'bot': use one of system, human, gpt"),
+    ([{"from": "user", "value": "Hi"}, {"from": "gpt", "value": "Hello"}],
+     "conversations[0].from", "unknown_role", "ShareGPT names the user 'human' and the assistant 'gpt'"),
+    ([{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "\u200b "}],
+     "conversations[1].value", "empty_field", "is empty"),
+    ([{"from": "human", "value": "Hi"}, {"from": "gpt"}], "conversations[1].value", "missing_field",
+     "missing field 'value'"),
+    ([{"from": "human", "value": "Hi"}, {"value": "Hello"}], "conversations[1].from", "missing_field",
+     "missing field 'from'"),
+    ([{"from": "human", "value": "Hi"}, {"from": "human", "value": "Anyone?"}, {"from": "gpt", "value": "Yes."}],
+     "conversations[1].from", "not_alternating", "expected a gpt turn here, got human"),
+    ([{"from": "gpt", "value": "Hello"}, {"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Yes?"}],
+     "conversations[0].from", "not_alternating", "expected a human turn here, got gpt"),
+    (GOOD_TURNS + [{"from": "human", "value": "Bye"}], "conversations[2].from", "no_final_assistant",
+     "must end with the gpt's answer"),
+    (GOOD_TURNS + [{"from": "system", "value": "Be brief."}, {"from": "gpt", "value": "Ok"}],
+     "conversations[2].from", "misplaced_system", "only be the first message"),
+    ([], "conversations", "empty_field", "has no turns"),
+    ("Hi / Hello", "conversations", "wrong_type", "expected a list of turns, got a string"),
+    (["Hi", "Hello"], "conversations[0]", "wrong_type", 'expected an object {"from": ..., "value": ...}'),
+])
+def test_each_bad_sharegpt_conversation_is_named_by_line_and_field(tmp_path, turns, field, kind, words):
+    path = write_lines(tmp_path / "sharegpt.jsonl", [json.dumps({"conversations": GOOD_TURNS}),
+                                                     json.dumps({"conversations": turns})])
+    report = D.validate_file(path)
+    assert report.format == "sharegpt" and report.line_numbers == [1]
+    assert [(p.line, p.field, p.kind) for p in report.problems[:1]] == [(2, field, kind)]
+    assert words in report.problems[0].message, report.problems[0].message
+
+
+def test_alpaca_and_sharegpt_are_read_but_not_written():
+    with pytest.raises(ValueError, match="alpaca and sharegpt are read, not written"):
+        D.convert([CHAT], "alpaca")
+
+
+def test_a_json_array_file_is_read_item_by_item_with_the_line_where_each_starts(tmp_path):
+    records = D.read_jsonl(ALPACA)
+    path = tmp_path / "alpaca_data.json"  # how Stanford Alpaca publishes its data: one array, indented
+    path.write_text(json.dumps(records, indent=4, ensure_ascii=False))
+    report = D.validate_file(path)
+    assert report.ok and report.format == "alpaca" and report.examples == records, report.summary()
+    starts = [i + 1 for i, line in enumerate(path.read_text().splitlines()) if line == "    {"]
+    assert report.line_numbers == starts and report.lines == len(records)
+    assert "6 array items" in report.summary()
+
+    records[2]["output"] = ""
+    path.write_text(json.dumps(records, indent=4))
+    (problem,) = D.validate_file(path).problems
+    assert (problem.line, problem.field, problem.kind) == (starts[2], "output", "empty_field")
+
+
+def test_a_json_array_with_a_syntax_error_keeps_the_items_before_it(tmp_path):
+    path = write_lines(tmp_path / "data.json", [b"[", b'  {"instruction": "a", "output": "b"},',
+                                                b'  {"instruction": "c", "output": NaN},',
+                                                b'  {"instruction": "d" "output": "e"},',  # a missing comma
+                                                b'  {"instruction": "f"}', b"]"])
+    report = D.validate_file(path)
+    assert report.line_numbers == [2] and report.format == "alpaca"
+    assert [(p.line, p.field, p.kind) for p in report.problems] == [(3, "output", "not_json_number"),
+                                                                    (4, "", "malformed_json")]
+    assert "the rest of the file was not read" in report.problems[1].message
+    assert D.validate_file(write_lines(tmp_path / "empty.json", [b" [ ] "])).lines == 0
+    jsonl_named_json = write_lines(tmp_path / "lines.json", [json.dumps(r) for r in D.read_jsonl(SHAREGPT)])
+    assert D.validate_file(jsonl_named_json).ok and D.validate_file(jsonl_named_json).unit == "lines"
+
+
+# -------------------------------------------------------------------- what Python's json accepts but JSON does not
+
+
+@pytest.mark.parametrize("line, field, name", [
+    ('{"instruction": "Rate it.", "input": "", "output": NaN}', "output", "NaN"),
+    ('{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello", "weight": Infinity}]}',
+     "conversations[1].weight", "Infinity"),
+    ('{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}], '
+     '"score": [1, -Infinity]}',
+     "score[1]", "-Infinity"),
+])
+def test_nan_and_infinity_are_refused_with_their_field(tmp_path, line, field, name):
+    path = write_lines(tmp_path / "data.jsonl", [line])
+    (problem,) = D.validate_file(path).problems
+    assert (problem.line, problem.field, problem.kind) == (1, field, "not_json_number")
+    assert problem.message.startswith(f"{name} is not a JSON number")
+    with pytest.raises(D.DataError, match=f"data.jsonl:1: {re.escape(field)}: {name} is not a JSON number"):
+        D.read_jsonl(path)
+
+
+def test_a_key_repeated_in_one_object_is_refused_with_its_field(tmp_path):
+    lines = ['{"instruction": "Add 2 and 2.", "input": "", "output": "5", "output": "4"}',
+             '{"conversations": [{"from": "human", "value": "Hi", "value": "Hey"}, {"from": "gpt", "value": "Yo"}]}',
+             '{"instruction": "Name a colour.", "input": "", "output": "Red.", "note": {"a": 1, "b": 2}}']
+    report = D.validate_file(write_lines(tmp_path / "dup.jsonl", lines), format="alpaca")
+    assert [(p.line, p.field, p.kind) for p in report.problems] == [(1, "output", "duplicate_key"),
+                                                                    (2, "conversations[0].value", "duplicate_key")]
+    assert "the key 'output' appears more than once" in report.problems[0].message
+    assert report.line_numbers == [3]  # keys repeated in different objects are fine
+    with pytest.raises(D.DataError, match="dup.jsonl:1: output: the key 'output' appears more than once"):
+        D.read_jsonl(tmp_path / "dup.jsonl")
+
+
+def test_strict_parsing_gives_what_json_gives_for_standard_json():
+    text = '{"a": [1, 2.5, -3e-7, "NaN", null, true], "b": {"c": "Infinity"}}'
+    assert D.parse_json(text) == (json.loads(text), [])
 
 
 # ---------------------------------------------------------------------------------------------------- cleaning
