@@ -97,6 +97,21 @@ def _read_folder(model_dir: Path) -> tuple[dict, dict, str | None]:
     return config, tokenizer, template
 
 
+def why_not_course_exporter(model_dir: str | Path) -> str | None:
+    """None if `export_gguf` writes this folder, else the reason it does not (then use llama.cpp's converter)."""
+    model_dir = Path(model_dir)
+    try:
+        config, _, _ = _read_folder(model_dir)
+        rope = (config.get("rope_parameters") or {}).get("rope_type", "default")
+        if rope != "default":
+            return f"{model_dir}: rotary embeddings of type {rope!r}, which this exporter does not write"
+    except ExportError as error:
+        return str(error)
+    except OSError as error:
+        return f"{model_dir}: {error}"
+    return None
+
+
 def _first(value):
     return value[0] if isinstance(value, list) else value
 
@@ -165,7 +180,7 @@ def _add_hyperparameters(writer, config: dict, file_type: str, name: str) -> Non
     writer.add_vocab_size(config["vocab_size"])
 
 
-def _tensor_data(name: str, array: np.ndarray, file_type: str):
+def _tensor_data(array: np.ndarray, file_type: str):
     """(data, raw type or None) for one tensor in the file type: 1-D tensors float32, the rest as asked."""
     import gguf
 
@@ -207,7 +222,7 @@ def export_gguf(model_dir: str | Path, path: str | Path, file_type: str = "f16",
                     array = rope_permute(array, heads)
                 elif hf_name.endswith("k_proj.weight"):
                     array = rope_permute(array, kv_heads)
-                data, raw_type = _tensor_data(hf_name, array, file_type)
+                data, raw_type = _tensor_data(array, file_type)
                 writer.add_tensor(gguf_name(hf_name), data, raw_dtype=raw_type)
     try:
         writer.write_header_to_file()
