@@ -114,6 +114,12 @@ class Report:
             out[dimension].append((question, self.setup.answers.get(key, "").strip() or "(not answered)"))
         return out
 
+    def summary(self) -> str:
+        """One line per check (dimension, check, score, finding), then the scores: the report at a glance."""
+        lines = [f"{f.dimension:<11}{f.check:<15}{f.score:5.2f}  {f.finding}" for f in self.findings]
+        scores = ", ".join(f"{d} {v}" for d, v in self.scores().items())
+        return "\n".join(lines) + f"\n\nscores: {scores}; overall {self.overall()}/100"
+
     def to_markdown(self) -> str:
         scores = self.scores()
         lines = [f"# Sovereignty audit: {self.setup.name}", "",
@@ -259,6 +265,20 @@ def _front_matter(readme: Path) -> dict[str, str]:
         return {}
     pairs = (line.split(":", 1) for line in match.group(1).splitlines() if ":" in line and not line.startswith(" "))
     return {k.strip(): v.strip() for k, v in pairs}
+
+
+def model_licence(folder: str | Path) -> str | None:
+    """The licence a model folder's card (README.md) states: its front matter's `license:`, else the text of its
+    "Licence" section (the first 160 characters); None when it states none."""
+    readme = Path(folder) / "README.md"
+    if not readme.exists():
+        return None
+    meta = _front_matter(readme)
+    if meta.get("license") or meta.get("licence"):
+        return meta.get("license") or meta.get("licence")
+    section = re.search(r"^#+\s*Licen[cs]e\s*\n+(.+?)(?:\n#|\Z)", readme.read_text(encoding="utf-8"),
+                        re.MULTILINE | re.DOTALL | re.IGNORECASE)
+    return " ".join(section.group(1).split())[:160] if section else None
 
 
 def course_model_record(hub_id: str) -> dict[str, str] | None:
@@ -447,13 +467,8 @@ def check_model_licence(setup: Setup) -> Finding:
     if folder:
         readme = folder / "README.md"
         if readme.exists():
-            meta = _front_matter(readme)
-            licence = meta.get("license") or meta.get("licence")
-            gated = any(k.startswith("extra_gated") for k in meta) or None
-            if not licence:
-                section = re.search(r"^#+\s*Licen[cs]e\s*\n+(.+?)(?:\n#|\Z)", readme.read_text(encoding="utf-8"),
-                                    re.MULTILINE | re.DOTALL | re.IGNORECASE)
-                licence = " ".join(section.group(1).split())[:160] if section else None
+            licence = model_licence(folder)
+            gated = any(k.startswith("extra_gated") for k in _front_matter(readme)) or None
             evidence.append(f"{_shown(readme)}: licence {licence or 'not stated'}")
         for name in ("LICENSE", "LICENSE.txt", "LICENSE.md"):
             if (folder / name).exists():
@@ -658,8 +673,13 @@ def check_dependency_telemetry(setup: Setup) -> Finding:
     if not evidence:
         return Finding("dependency", "telemetry", 1.0, "none of the packages known to call home is installed", ())
     senders = len(evidence)
-    recommendation = "; ".join(f"{c.package}: set {c.off[0][0]}={c.off[0][1] if c.off[0][1] != '*' else '1'}"
-                               for c in on)
+    switches: dict[str, list[str]] = {}
+    for caller in on:
+        variable, value = caller.off[0]
+        switches.setdefault(f"{variable}={'1' if value == '*' else value}", []).append(caller.package)
+    recommendation = "; ".join(f"set {switch} ({', '.join(packages)})" for switch, packages in switches.items())
+    if recommendation:
+        recommendation += ", in the environment Python starts in"
     return Finding("dependency", "telemetry", (senders - len(on)) / senders,
                    f"{len(on)} of {senders} installed packages that call home would do so now", tuple(evidence),
                    recommendation)
@@ -751,6 +771,21 @@ _SERVICES = {  # what a notebook's code does that needs someone else's server
 }
 
 
+_STRING = re.compile(r"""'''.*?'''|\"\"\".*?\"\"\"|'(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*\"""", re.DOTALL)
+
+
+def _code_only(source: str) -> str:
+    """A cell's code without string literals and comments (a message that mentions `git clone` runs nothing);
+    shell lines (`!git clone ...`, `%pip install ...`) are kept whole."""
+    kept = []
+    for line in source.splitlines():
+        if line.lstrip().startswith(("!", "%")):
+            kept.append(line)
+        else:
+            kept.append(_STRING.sub("''", line).split("#", 1)[0])
+    return "\n".join(kept)
+
+
 def check_dependency_services(setup: Setup) -> Finding:
     evidence, required = [], set()
     if _remote(setup.inference):
@@ -763,8 +798,9 @@ def check_dependency_services(setup: Setup) -> Finding:
                 continue
             source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
             colab_only = "google.colab" in source
+            code_only = _code_only(source)
             for service, pattern in _SERVICES.items():
-                if re.search(pattern, source):
+                if re.search(pattern, code_only):
                     evidence.append(f"{Path(entry).name}, cell {i}: {service}" + (" (on Colab only)" if colab_only
                                                                                   else ""))
                     if not colab_only:

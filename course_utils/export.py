@@ -402,6 +402,15 @@ def modelfile(gguf_file: str | Path, chat_template: str, stop: list[str], system
     return "\n".join(lines) + "\n"
 
 
+def model_card(name: str, base: str, base_licence: str | None, adapter: str, data: str) -> str:
+    """A model card (README.md) for a merged model: what it was made from, and the licence it inherits from its base
+    model (a merge, a fine-tune or a GGUF copy of a model stays bound by the base model's licence)."""
+    return (f"---\nbase_model: {base}\n---\n# {name}\n\nThe base model {base} with the LoRA adapter {adapter} "
+            f"merged into its weights (merge_and_unload), tuned on {data}.\n\n## Licence\n\n"
+            f"{base_licence or 'No licence of the base model was found on this machine: find it before sharing.'} "
+            "(inherited from the base model)\n")
+
+
 def write_modelfile(folder: str | Path, text: str) -> Path:
     """Write the Modelfile into the folder that holds the GGUF file (atomically)."""
     return write_text(Path(folder) / "Modelfile", text)
