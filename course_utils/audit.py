@@ -19,9 +19,9 @@ import json
 import os
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from .atomic import write_text
 from .manifest import file_sha256
@@ -254,7 +254,7 @@ def _local_model_dir(setup: Setup) -> Path | None:
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(setup.model, revision=setup.revision, local_files_only=True))
-    except Exception:  # not in the cache (local_files_only never reaches the network)
+    except (OSError, ValueError):  # not in the cache (local_files_only never reaches the network)
         return None
 
 
@@ -567,7 +567,7 @@ def check_output_control(setup: Setup) -> Finding:
         return Finding("output", "control", 0.0, "the provider decides what the model may answer and can change it "
                        "at any time", (f"inference: {setup.inference}",), "move inference to a machine you control")
     folder = _local_model_dir(setup)
-    template, source = _template_of(folder) if folder else (None, None)
+    _, source = _template_of(folder) if folder else (None, None)
     editable = [p for p in ([source] if source else []) + ([_path(setup.gguf)] if setup.gguf else [])
                 if p.exists() and os.access(p, os.W_OK)]
     evidence = tuple(f"{_shown(p)}: writable by you" for p in editable) or ("no writable template file found",)
@@ -740,7 +740,7 @@ def package_licence(name: str) -> str:
     if meta.get("License-Expression"):
         return meta["License-Expression"]
     text = (meta.get("License") or "").strip()
-    if text and len(text) <= 40 and "\n" not in text and not re.search(r"copyright|agreement", text, re.I):
+    if text and len(text) <= 40 and "\n" not in text and not re.search(r"copyright|agreement", text, re.IGNORECASE):
         return text  # a name ("MIT", "Apache 2.0"), not the licence's whole text
     classifiers = [c.split("::")[-1].strip() for c in meta.get_all("Classifier") or [] if c.startswith("License")]
     return ", ".join(classifiers) or (" ".join(text.split())[:60] + "..." if text else "not stated")
@@ -752,7 +752,7 @@ def check_dependency_licences(setup: Setup) -> Finding:
         names = sorted(set(names) | set(setup.packages))
     licences = {n: package_licence(n) for n in names}
     # BSL-1.0 is the Boost licence (permissive); the Business Source License is BUSL-1.1
-    restricted = {n: l for n, l in licences.items() if re.search(r"busl|business source|sspl|proprietary", l, re.I)}
+    restricted = {n: l for n, l in licences.items() if re.search(r"busl|business source|sspl|proprietary", l, re.IGNORECASE)}
     evidence = [f"{n}: {l}" for n, l in licences.items() if l != "not installed"]
     evidence += [f"{n}: licence history: {h}" for n, h in LICENCE_HISTORY.items() if n in licences]
     return Finding("dependency", "licences", 1.0 - len(restricted) / max(len(licences), 1),
@@ -875,8 +875,12 @@ def scores_svg(reports: dict[str, dict[str, int]], width: int = 760) -> str:
     return "".join(parts)
 
 
+def _e(text) -> str:
+    """Text escaped for HTML (quotes too): model output or an answer such as "<script>" shows as text."""
+    return html.escape(str(text), quote=True)
+
+
 def _report_body(report: Report, compare: dict[str, dict[str, int]] | None = None) -> str:
-    e = lambda text: html.escape(str(text), quote=True)  # noqa: E731
     scores = report.scores()
     rows = "".join(f"<tr><td>{d}</td><td>{scores[d]}</td></tr>" for d in DIMENSIONS)
     parts = [f'<p class="subtitle">Overall score <b class="overall">{report.overall()}/100</b>: the mean of the five '
@@ -887,15 +891,15 @@ def _report_body(report: Report, compare: dict[str, dict[str, int]] | None = Non
     for dimension in DIMENSIONS:
         parts.append(f'<h2 id="{dimension}">{dimension.capitalize()} <small>({scores[dimension]}/100)</small></h2>')
         for f in (f for f in report.findings if f.dimension == dimension):
-            evidence = "".join(f'<li>{e(x)}</li>' for x in f.evidence)
-            parts.append(f'<div class="finding" data-check="{e(f.check)}"><span class="score">{f.score:.2f}</span> '
-                         f'<b>{e(f.check)}</b>: {e(f.finding)}<ul class="evidence">{evidence}</ul>'
-                         + (f'<p class="recommendation">{e(f.recommendation)}</p>' if f.recommendation and f.score < 1 else "")
+            evidence = "".join(f'<li>{_e(x)}</li>' for x in f.evidence)
+            parts.append(f'<div class="finding" data-check="{_e(f.check)}"><span class="score">{f.score:.2f}</span> '
+                         f'<b>{_e(f.check)}</b>: {_e(f.finding)}<ul class="evidence">{evidence}</ul>'
+                         + (f'<p class="recommendation">{_e(f.recommendation)}</p>' if f.recommendation and f.score < 1 else "")
                          + "</div>")
         for question, answer in answers[dimension]:
-            parts.append(f'<p class="answer"><i>{e(question)}</i> {e(answer)}</p>')
+            parts.append(f'<p class="answer"><i>{_e(question)}</i> {_e(answer)}</p>')
     plan = "".join(f"<li><b>{d}</b>: " + ("nothing to change" if not steps else
-                                          "<ul>" + "".join(f"<li>{e(s)}</li>" for s in steps) + "</ul>") + "</li>"
+                                          "<ul>" + "".join(f"<li>{_e(s)}</li>" for s in steps) + "</ul>") + "</li>"
                    for d, steps in report.plan().items())
     parts.append(f'<h2 id="plan">Plan: what to change to raise each score</h2><ul class="plan">{plan}</ul>')
     return "\n".join(parts)

@@ -214,7 +214,7 @@ def export_gguf(model_dir: str | Path, path: str | Path, file_type: str = "f16",
     _add_tokenizer(writer, tokenizer, config, template)
     for file in weights:
         with safe_open(file, framework="np") as tensors:
-            for hf_name in tensors.keys():
+            for hf_name in tensors.keys():  # noqa: SIM118 (safe_open is not a dict)
                 if hf_name == "lm_head.weight" and config.get("tie_word_embeddings"):
                     continue  # tied: llama.cpp reuses token_embd as the output layer when output.weight is absent
                 array = tensors.get_tensor(hf_name)

@@ -17,7 +17,7 @@ def run_chromium(tmp_path, *args: str) -> subprocess.CompletedProcess:
     profile = tmp_path / f"chromium-profile-{len(list(tmp_path.iterdir()))}"  # a fresh profile for every run
     env = {**os.environ, "HOME": str(tmp_path)}
     return subprocess.run([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-                          capture_output=True, text=True, timeout=120, env=env)
+                          capture_output=True, text=True, timeout=120, env=env, check=False)
 
 
 def hex_rgb(colour: str) -> tuple[int, int, int]:
