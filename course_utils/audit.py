@@ -147,12 +147,16 @@ class Report:
 
         return html_page(f"Sovereignty audit: {self.setup.name}", _report_body(self, compare), css=_AUDIT_CSS)
 
+    def write_html(self, path: str | Path, compare: dict[str, dict[str, int]] | None = None) -> Path:
+        """Write the standalone HTML page to `path` (atomically)."""
+        return write_text(path, self.to_html(compare))
+
     def write(self, folder: str | Path, stem: str = "audit",
               compare: dict[str, dict[str, int]] | None = None) -> dict[str, Path]:
         """Write the report as markdown and as a standalone HTML page (atomically); returns both paths."""
         folder = Path(folder)
         return {"markdown": write_text(folder / f"{stem}.md", self.to_markdown()),
-                "html": write_text(folder / f"{stem}.html", self.to_html(compare))}
+                "html": self.write_html(folder / f"{stem}.html", compare)}
 
 
 # ----------------------------------------------------------------------------------------------------- helpers

@@ -185,3 +185,14 @@ def test_modelfile(exported, tmp_path):
     assert E.write_modelfile(tmp_path, text).read_text() == text
     with pytest.raises(E.ExportError, match="ChatML"):
         E.ollama_template("[INST] {{ messages }} [/INST]")
+
+
+def test_the_local_runtime_requirements_are_pinned_to_the_tested_versions():
+    from course_utils.paths import REPO_ROOT
+
+    lines = [line.split("#")[0].strip() for line in (REPO_ROOT / "requirements-local-runtime.txt").read_text().splitlines()]
+    pins = dict(line.split("==") for line in lines if line)
+    assert pins["gguf"] == "0.19.0" and pins["llama-cpp-python"] == "0.3.36"
+    import importlib.metadata
+
+    assert {name: importlib.metadata.version(name) for name in pins} == pins
