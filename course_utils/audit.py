@@ -592,40 +592,47 @@ class Caller:
     sends: str
     off: tuple[tuple[str, str], ...]  # (variable, value that turns it off; "*" = set to anything)
     note: str = ""
+    read: str = ""  # the version whose source the course read (the evidence names the place where it is installed)
 
 
 CALLERS = (
     Caller("huggingface_hub", "huggingface_hub/utils/_telemetry.py", "def send_telemetry",
            "a HEAD request to the Hub's /api/telemetry/<topic> with a user agent naming the library, its version, "
            "Python's and torch's versions; the other libraries' pings go through it",
-           (("HF_HUB_DISABLE_TELEMETRY", "1"), ("DISABLE_TELEMETRY", "1"), ("DO_NOT_TRACK", "1"), ("HF_HUB_OFFLINE", "1"))),
+           (("HF_HUB_DISABLE_TELEMETRY", "1"), ("DISABLE_TELEMETRY", "1"), ("DO_NOT_TRACK", "1"), ("HF_HUB_OFFLINE", "1")),
+           read="1.33.0"),
     Caller("trl", "trl/trainer/base_trainer.py", " send_telemetry(",
            "one ping each time a trainer is built: the trainer class, the model architecture, whether peft is used, "
            "where the dataset came from (hub, files, memory), distributed mode, world size, device and GPU name",
            (("HF_HUB_DISABLE_TELEMETRY", "1"), ("DISABLE_TELEMETRY", "1"), ("DO_NOT_TRACK", "1"), ("HF_HUB_OFFLINE", "1"),
-            ("CI", "*"))),
+            ("CI", "*")),
+           read="1.14.0"),
     Caller("transformers", "transformers/utils/hub.py", "def http_user_agent",
            "with every Hub download: a user agent with transformers', Python's and torch's versions and a session "
            "id, and (telemetry on) what the download is for, e.g. the quantization method",
            (("HF_HUB_DISABLE_TELEMETRY", "1"), ("HF_HUB_OFFLINE", "1")),
-           "HF_HUB_DISABLE_TELEMETRY trims the user agent to 'telemetry/off'; only offline mode stops the downloads"),
+           "HF_HUB_DISABLE_TELEMETRY trims the user agent to 'telemetry/off'; only offline mode stops the downloads",
+           read="5.17.0"),
     Caller("gradio", "gradio/analytics.py", "def analytics_enabled",
            "when an app is built and launched: gradio's version, the mode, the names of its components and events, "
            "whether it uses auth or custom components; and a version check against gradio's own server",
            (("GRADIO_ANALYTICS_ENABLED", "False"),),
            "sent through huggingface_hub's _send_telemetry_in_thread, which does not read HF_HUB_DISABLE_TELEMETRY; "
-           "any value but 'True' turns it off"),
+           "any value but 'True' turns it off",
+           read="6.31.0"),
     Caller("unsloth", "unsloth/models/_utils.py", "def get_statistics",
            "on each model load, downloads a README from the Hub repository unslothai/<environment>, naming which "
            "cloud you are on (colab, kaggle, aws, gcp, azure, runpod, lambda or other)",
            (("UNSLOTH_DISABLE_STATISTICS", "*"), ("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1")),
-           "any value of UNSLOTH_DISABLE_STATISTICS turns it off, even 0"),
+           "any value of UNSLOTH_DISABLE_STATISTICS turns it off, even 0",
+           read="2026.10.9"),
     Caller("wandb", "wandb/env.py", 'ERROR_REPORTING = "WANDB_ERROR_REPORTING"',
            "in its default online mode, every logged metric, the run's config, system metrics, git state and code "
            "to the W&B server; and usage and error reports unless error reporting is off",
            (("WANDB_MODE", "disabled"), ("WANDB_MODE", "offline")),
            "WANDB_DISABLED is read by neither wandb 0.31 nor transformers 5.17; WANDB_ERROR_REPORTING=false stops "
-           "the error reports only; transformers 5 reports to no tracker unless report_to names one"),
+           "the error reports only; transformers 5 reports to no tracker unless report_to names one",
+           read="0.31.0"),
 )
 
 
@@ -670,8 +677,9 @@ def check_dependency_telemetry(setup: Setup) -> Finding:
             continue
         off = telemetry_off(caller, env)
         where = source_evidence(caller) if setup.packages is None else None
+        where = where or f"read in {caller.package} {caller.read}'s {caller.source}"
         evidence.append(f"{caller.package} {version}: {'off (' + off + ')' if off else 'ON'}; sends {caller.sends}"
-                        + (f" [{where}]" if where else "") + (f"; {caller.note}" if caller.note else ""))
+                        f" [{where}]" + (f"; {caller.note}" if caller.note else ""))
         if not off:
             on.append(caller)
     if not evidence:
