@@ -164,6 +164,14 @@ def test_a_template_with_its_own_system_prompt_is_found(tmp_path):
     assert A.check_output_template(setup()).score == 1
 
 
+def test_output_control_is_yours_with_a_local_template_and_not_without_one(tmp_path):
+    (tmp_path / "config.json").write_bytes((TINY_MODEL_DIR / "config.json").read_bytes())
+    assert A.check_output_control(setup(model=str(tmp_path))).score == 0.5  # no template file at all
+    (tmp_path / "chat_template.jinja").write_bytes((TINY_MODEL_DIR / "chat_template.jinja").read_bytes())
+    finding = A.check_output_control(setup(model=str(tmp_path)))
+    assert finding.score == 1 and finding.evidence == (f"{tmp_path}/chat_template.jinja: writable by you",)
+
+
 # ----------------------------------------------------------------------------------------------------- dependency
 PACKAGES = {"huggingface_hub": "1.33.0", "trl": "1.14.0", "gradio": "6.31.0", "unsloth": "2026.10.9",
             "wandb": "0.31.0"}
