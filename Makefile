@@ -9,6 +9,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Notebook 06's local runtime (gguf, llama-cpp-python), kept out of `make run` and `make lab`: PyPI has llama-cpp-python
+# as source only, so installing it compiles llama.cpp once (portable: GGML_NATIVE=OFF; pip's wheel cache keeps it).
+LOCAL_RUNTIME := $(VENV)/.local-runtime
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_OPENSSL=OFF
 
 .PHONY: setup run course test lab benchmark gpu-check clean
 
@@ -21,25 +25,29 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+$(LOCAL_RUNTIME): $(STAMP) requirements-local-runtime.txt
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install --quiet -r requirements-local-runtime.txt
+	touch $(LOCAL_RUNTIME)
+
 run: setup
 	mkdir -p outputs
 	cd notebooks && ../$(VENV)/bin/papermill 07_hemingway_style_lab.ipynb ../outputs/07_hemingway_style_lab.ipynb \
 		-p OUTPUT_DIR outputs/hemingway_lab
 	@echo "Done: open outputs/hemingway_lab/compare.html"
 
-course: setup
+course: setup $(LOCAL_RUNTIME)
 	mkdir -p outputs
 	for notebook in notebooks/*.ipynb; do \
 		$(VENV)/bin/papermill --cwd notebooks "$$notebook" "outputs/$$(basename $$notebook)" || exit 1; \
 	done
 
-test: setup
+test: setup $(LOCAL_RUNTIME)
 	PYTHONDONTWRITEBYTECODE=1 $(PY) -m pytest
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/
 
-benchmark: setup
+benchmark: setup $(LOCAL_RUNTIME)
 	$(PY) benchmarks/run_notebooks.py
 
 gpu-check: setup

@@ -1,4 +1,5 @@
-"""compare.html: the base and the tuned model side by side, with the style measurements and the run manifest.
+"""The course's HTML pages: compare.html (the base and the tuned model side by side, with the style measurements and
+the run manifest), and the page shell that it and the sovereignty audit's report share.
 
 One self-contained file: inline CSS and an inline SVG chart, no script, no font, no image from the network (a
 Content-Security-Policy in the page forbids loading anything). Every piece of text is HTML-escaped, so model output
@@ -131,14 +132,7 @@ def compare_html(*, title: str, prompts: list[str], base: list[str], tuned: list
         scope = (f" (all the completions of {measured_on} held-out prompts: the {len(prompts)} above and "
                  f"{measured_on - len(prompts)} more)")
     summary = "".join(f'<div class="figure">{_e(k)}<br><b>{_e(v)}</b></div>' for k, v in (figures or {}).items())
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{_e(title)}</title><style>{_CSS}</style></head>
-<body>
-<h1>{_e(title)}</h1>
-<p class="subtitle">The same prompts, the same seed and the same sampling settings: the base model on the left,
+    return html_page(title, f"""<p class="subtitle">The same prompts, the same seed and the same sampling settings: the base model on the left,
 the model with the style adapter on the right.</p>
 {f'<p class="notice">{_e(notice)}</p>' if notice else ''}
 <div class="summary">{summary}</div>
@@ -154,7 +148,20 @@ left out.</p>
 {_table(rows)}
 <div class="chart">{bar_chart_svg(rows)}</div>
 <h2>Run manifest</h2>
-<pre class="manifest">{_e(json.dumps(manifest, indent=2, ensure_ascii=False))}</pre>
+<pre class="manifest">{_e(json.dumps(manifest, indent=2, ensure_ascii=False))}</pre>""")
+
+
+def html_page(title: str, body: str, css: str = "") -> str:
+    """A self-contained page: the title as heading, then `body` (HTML the caller escaped), the course's CSS plus
+    `css`, and a Content-Security-Policy that forbids loading anything (no script, font or image from anywhere)."""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{_e(title)}</title><style>{_CSS}{css}</style></head>
+<body>
+<h1>{_e(title)}</h1>
+{body}
 </body></html>
 """
 

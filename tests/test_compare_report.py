@@ -3,16 +3,14 @@
 The browser test runs Chromium headless (Debian's `chromium` package; .ci/run installs it) on the page, reads the
 DOM it built and takes a screenshot. It is skipped, saying why, only where no Chromium is installed.
 """
-import os
 import re
-import shutil
-import subprocess
 from html.parser import HTMLParser
 
 import pytest
 
 from course_utils.report import BASE_COLOUR, TUNED_COLOUR, compare_html, write_compare_html
 from course_utils.stylometry import author_reference, comparison_rows, style_profile
+from tests.browser import chromium, run_chromium, screenshot_has_colour
 
 AUTHOR = ["“Where are you going?” she asked. “To the café,” I said. We walked down the street in the rain.",
           "It was hot. The road was white and dusty. We drank the wine, and it was cold and good.",
@@ -66,22 +64,6 @@ def test_write_is_atomic_and_readable(tmp_path):
     assert path.stat().st_mode & 0o044 == 0o044
 
 
-def chromium() -> str | None:
-    return next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
-
-
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars"]
-
-
-def run_chromium(tmp_path, *args: str) -> subprocess.CompletedProcess:
-    profile = tmp_path / f"chromium-profile-{len(list(tmp_path.iterdir()))}"  # a fresh profile for every run
-    env = {**os.environ, "HOME": str(tmp_path)}
-    return subprocess.run([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-                          capture_output=True, text=True, timeout=120, env=env)
-
-
 class _Columns(HTMLParser):
     """Collects the text of the prompts and of each column from the DOM Chromium dumps."""
 
@@ -102,10 +84,6 @@ class _Columns(HTMLParser):
         owner = next((c for c in reversed(self.stack) if c), None)
         if owner:
             self.texts[owner][-1] += data
-
-
-def _hex(colour: str) -> tuple[int, int, int]:
-    return tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
 
 
 @pytest.mark.skipif(chromium() is None, reason="Chromium is not installed (Debian: apt-get install -y chromium); "
@@ -135,9 +113,7 @@ def test_compare_html_renders_prompts_and_both_columns_in_headless_chromium(tmp_
     assert inked > 0.01 * (width // 4) * (height // 4), "the screenshot is (nearly) blank"
 
     def has_colour(colour, x_range) -> bool:  # the coloured rule above each column
-        target = _hex(colour)
-        return any(max(abs(a - b) for a, b in zip(pixels[x, y], target)) < 40
-                   for x in x_range for y in range(0, height, 2))
+        return screenshot_has_colour(pixels, colour, x_range, height)
 
     assert has_colour(BASE_COLOUR, range(0, width // 2, 8)), "the base column is not drawn on the left"
     assert has_colour(TUNED_COLOUR, range(width // 2, width, 8)), "the tuned column is not drawn on the right"
