@@ -50,7 +50,7 @@ lab: setup
 benchmark: setup $(LOCAL_RUNTIME)
 	$(PY) benchmarks/run_notebooks.py
 
-gpu-check: setup
+gpu-check: setup $(LOCAL_RUNTIME)
 	$(PY) -m course_utils.gpu_check
 
 clean:
