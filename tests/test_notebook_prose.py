@@ -31,6 +31,7 @@ PROSE_NUMBERS_ALLOWED = [
     (r"trainable params: [\d,]+ \|\| all params: [\d,]+ \|\| trainable%: [\d.]+|exactly 33,554,432",
      "the line notebook 02 quotes from the chapter, then recomputes"),
     (r"70 years|CC BY-SA 3\.0", "copyright terms and licence names"),
+    (r"(super-blocks of|multiple of) 256( weights)?", "llama.cpp's K-quant super-block size: a definition of the format"),
     (r"±25 %", "the goal the estimator is held to (notebook 03 prints each run's error against it)"),
     (r"rank \d+|alpha \d+|\(scale 2\)|scale factors|r = \d+( and r = \d+)?|= 1, 4, 16 and 64",
      "LoRA settings of the chapter and of the cells that follow"),
