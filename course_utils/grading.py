@@ -40,6 +40,7 @@ import nbformat
 
 from .atomic import write_json, write_text
 from .exercises import HIDDEN_DIR, tag_value
+from .paths import REPO_ROOT
 
 CELL_TIMEOUT, TOTAL_TIMEOUT, MEMORY_MB, CALL_TIMEOUT = 60, 600, 4096, 30
 EXIT_STATUS = {0: "ok", 3: "not_a_notebook", 4: "crashed", 5: "timeout"}  # run-one's exit codes
@@ -86,6 +87,7 @@ def sandbox_env(root: Path) -> dict:
         (root / sub).mkdir(parents=True, exist_ok=True)
         env[var] = str(root / sub)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     return env
 
 
