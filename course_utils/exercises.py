@@ -22,11 +22,13 @@ import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import nbformat
+from typing import TYPE_CHECKING
 
 from .atomic import write_text
 from .paths import REPO_ROOT
+
+if TYPE_CHECKING:
+    import nbformat
 
 SOLUTIONS_DIR = REPO_ROOT / "solutions"
 EXERCISES_DIR = REPO_ROOT / "exercises"
@@ -96,6 +98,7 @@ def test_names(source: str, question: str, where: str) -> list[str]:
 
 def student_notebook(master: nbformat.NotebookNode, where: str = "master") -> nbformat.NotebookNode:
     """The student version: solutions replaced by hints, hidden tests removed, outputs and counts stripped."""
+    import nbformat  # here, not at the top: a student's kernel imports check() from this module, and fast
     student = nbformat.v4.new_notebook(metadata=master.metadata)
     for i, cell in enumerate(master.cells):
         if tag_value(cell, "hidden-tests"):
@@ -140,6 +143,8 @@ class Generated:
 
 def generated(master_path: Path, exercises_dir: Path = EXERCISES_DIR, hidden_dir: Path = HIDDEN_DIR) -> Generated:
     """What generation makes of one master (nothing is written)."""
+    import nbformat
+
     master_path = Path(master_path)
     master = nbformat.read(master_path, as_version=4)
     student_path = Path(exercises_dir) / master_path.name

@@ -36,11 +36,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import nbformat
-
 from .atomic import write_json, write_text
-from .exercises import HIDDEN_DIR, tag_value
 from .paths import REPO_ROOT
+
+HIDDEN_DIR = REPO_ROOT / "solutions" / "hidden"  # = exercises.HIDDEN_DIR; nbformat (2-3 s to import) is imported
+# only where a notebook is read, so that the hidden-test process starts fast
 
 CELL_TIMEOUT, TOTAL_TIMEOUT, MEMORY_MB, CALL_TIMEOUT = 60, 600, 4096, 30
 EXIT_STATUS = {0: "ok", 3: "not_a_notebook", 4: "crashed", 5: "timeout"}  # run-one's exit codes
@@ -95,6 +95,7 @@ def sandbox_env(root: Path) -> dict:
 
 def run_one(notebook_path: Path, cell_timeout: int) -> int:
     """Execute the notebook in a kernel with cwd = its folder; returns the exit code (see EXIT_STATUS)."""
+    import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
@@ -104,7 +105,7 @@ def run_one(notebook_path: Path, cell_timeout: int) -> int:
     except Exception:
         return 3
     client = NotebookClient(notebook, timeout=cell_timeout, kernel_name="python3", allow_errors=True,
-                            resources={"metadata": {"path": str(notebook_path.parent)}})
+                            shutdown_kernel="immediate", resources={"metadata": {"path": str(notebook_path.parent)}})
     try:
         client.execute()
     except CellTimeoutError:
@@ -192,6 +193,10 @@ def changes(before: dict, after: dict) -> list[str]:
 
 def question_code(notebook_path: Path, folder: Path) -> None:
     """Write each question cell's source (by its question:qN tag) to folder/qN.py; nothing for a non-notebook."""
+    import nbformat
+
+    from .exercises import tag_value
+
     folder.mkdir(parents=True, exist_ok=True)
     try:
         notebook = nbformat.read(notebook_path, as_version=4)
