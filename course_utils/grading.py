@@ -25,7 +25,6 @@ import csv
 import io
 import json
 import os
-import resource
 import shutil
 import signal
 import statistics
@@ -47,13 +46,9 @@ EXIT_STATUS = {0: "ok", 3: "not_a_notebook", 4: "crashed", 5: "timeout"}  # run-
 MARK = "\x00course-grading-value:"
 
 
-def limit_memory(megabytes: int):
-    """A preexec function: a new session (so the whole process group can be killed) and an address-space limit."""
-    def apply() -> None:
-        os.setsid()
-        limit = megabytes * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    return apply
+# Sets the address-space limit, then becomes the command (an exec, not a preexec_fn: safe in a threaded parent).
+_LIMITED = ("import os, resource, sys; limit = int(sys.argv[1]) * 1024 * 1024; "
+            "resource.setrlimit(resource.RLIMIT_AS, (limit, limit)); os.execv(sys.argv[2], sys.argv[2:])")
 
 
 def kill_group(process: subprocess.Popen) -> None:
@@ -65,8 +60,9 @@ def kill_group(process: subprocess.Popen) -> None:
 
 def run_limited(command: list[str], cwd: Path, env: dict, timeout: float, memory_mb: int) -> tuple[int | None, str]:
     """Run `command` in its own process group under the limits; (exit code or None on timeout, its output)."""
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, preexec_fn=limit_memory(memory_mb))
+    limited = [sys.executable, "-c", _LIMITED, str(memory_mb), *command]
+    process = subprocess.Popen(limited, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, start_new_session=True)  # its own group, to kill it all
     try:
         output, _ = process.communicate(timeout=timeout)
         code = process.returncode
@@ -298,7 +294,7 @@ def summary_markdown(records, exercise, points, questions, totals) -> str:
 
 
 def feedback_html(record: dict, exercise: str, points: dict) -> str:
-    from .report import html_page, escape
+    from .report import escape, html_page
 
     rows = "".join(
         f'<tr class="{"pass" if t["earned"] else "fail"}"><td>{escape(t["question"])}</td><td>{escape(name)}</td>'

@@ -4,16 +4,18 @@ test-runner patch and a text file that is not a notebook. The whole batch is gra
 grade table must hold exactly the expected points and statuses."""
 import csv
 import json
+import subprocess
+import sys
 from html.parser import HTMLParser
 
 import nbformat
 import pytest
-
-from course_utils import exercises, grading
 from test_compare_report import chromium, run_chromium
 from test_exercises import make_master
 
-LIMITS = dict(cell_timeout=5, total_timeout=30, memory_mb=4096)
+from course_utils import exercises, grading
+
+LIMITS = {"cell_timeout": 5, "total_timeout": 30, "memory_mb": 4096}
 
 Q1_RIGHT = "def add(a, b):\n    return a + b"
 Q2_RIGHT = 'import json\nwith open("answer.json", "w") as f:\n    json.dump({"total": 29}, f)'
@@ -158,7 +160,12 @@ def test_a_rerun_resumes_and_skips_finished_submissions(batch):
     results = batch["out"] / "results"
     (results / "blank.json").unlink()  # as if the batch had been interrupted before blank finished
     stamps = {p.name: p.stat().st_mtime_ns for p in results.glob("*.json")}
-    records = grading.grade_folder(batch["submissions"], batch["tests"], batch["out"], **LIMITS)
+    command = [sys.executable, "-m", "course_utils.grading", str(batch["submissions"]), "--tests", str(batch["tests"]),
+               "--out", str(batch["out"]), "--cell-timeout", "5", "--total-timeout", "30"]
+    run = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "grading adding: 100%" in run.stderr and "8/8" in run.stderr  # the progress bar over submissions
+    records = [json.loads((results / f"{s}.json").read_text()) for s in sorted(EXPECTED)]
     assert {p.name: p.stat().st_mtime_ns for p in results.glob("*.json") if p.name in stamps} == stamps
     assert (results / "blank.json").exists()
     assert [r["student"] for r in records] == sorted(EXPECTED)
@@ -168,3 +175,13 @@ def test_a_rerun_resumes_and_skips_finished_submissions(batch):
 def test_an_empty_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no \\*.ipynb"):
         grading.grade_folder(tmp_path, tmp_path / "t.py", tmp_path / "out")
+
+
+def test_limits_stop_a_process_that_runs_too_long_or_takes_too_much_memory(tmp_path):
+    code, _ = grading.run_limited([sys.executable, "-c", "import time; time.sleep(30)"], tmp_path, {}, 1, 512)
+    assert code is None  # killed at the time limit
+    hog = "b = bytearray(1024 ** 3)"  # 1 GiB, over the 512 MB limit
+    code, output = grading.run_limited([sys.executable, "-c", hog], tmp_path, {}, 20, 512)
+    assert code == 1 and "MemoryError" in output
+    code, _ = grading.run_limited([sys.executable, "-c", hog], tmp_path, {}, 20, 4096)
+    assert code == 0
