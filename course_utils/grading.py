@@ -280,7 +280,7 @@ def summary_markdown(records, exercise, points, questions, totals) -> str:
     worst = max(missed, key=missed.get) if missed else None
     lines = [f"# Grades of {exercise}", "",
              f"- submissions: {len(records)} ({', '.join(f'{n} {s}' for s, n in statuses.items())})",
-             f"- median: {statistics.median(totals) if totals else 0} of {maximum} points",
+             f"- median: {statistics.median(totals) if totals else 0:g} of {maximum:g} points",
              f"- full marks: {sum(t == maximum for t in totals)}; zero: {sum(t == 0 for t in totals)}",
              f"- most failed question: {worst} (not full marks in {missed.get(worst, 0)} of {len(graded)} graded)"
              if worst else "- most failed question: none graded", "",
@@ -314,6 +314,10 @@ def feedback_html(record: dict, exercise: str, points: dict) -> str:
     return html_page(f"{exercise}: {record['student']}", body)
 
 
+class NotNotebook(Exception):
+    """A submission that is not a file the grader can read as a notebook."""
+
+
 def grade_folder(submissions: Path, tests_path: Path, out: Path, force: bool = False,
                  cell_timeout: int = CELL_TIMEOUT, total_timeout: int = TOTAL_TIMEOUT,
                  memory_mb: int = MEMORY_MB) -> list[dict]:
@@ -329,9 +333,13 @@ def grade_folder(submissions: Path, tests_path: Path, out: Path, force: bool = F
     exercise, points = namespace["EXERCISE"], namespace["POINTS"]
     copies = out / "submissions"
     copies.mkdir(parents=True, exist_ok=True)
+    unreadable = {}
     for path in paths:  # every copy is made before any submission runs
-        if force or not (copies / path.name).exists():
-            shutil.copy(path, copies / path.name)
+        try:
+            if force or not (copies / path.name).exists():
+                shutil.copy(path, copies / path.name)
+        except OSError as error:  # a folder named x.ipynb, a file that cannot be read
+            unreadable[path.stem] = f"could not be copied: {error}"
     limits = {"cell_timeout": cell_timeout, "total_timeout": total_timeout, "memory_mb": memory_mb}
     records = []
     for path in tqdm(paths, desc=f"grading {exercise}", unit="submission"):
@@ -341,12 +349,13 @@ def grade_folder(submissions: Path, tests_path: Path, out: Path, force: bool = F
             continue
         watched = {"submissions folder": submissions, "grading folder": out}
         try:
+            if path.stem in unreadable:
+                raise NotNotebook(unreadable[path.stem])
             record = grade_one(path.stem, copies / path.name, tests_path, watched, limits)
         except Exception as error:  # one bad submission never stops the batch
-            record = {"student": path.stem, "status": "error", "notes": [f"{type(error).__name__}: {error}"],
+            status = "not_a_notebook" if isinstance(error, NotNotebook) else "error"
+            record = {"student": path.stem, "status": status, "notes": [f"{type(error).__name__}: {error}"],
                       "tests": {}, "seconds": 0.0}
-        record["notes"] = [n for n in record["notes"] if not n.startswith("grading folder: ")
-                           or not n.split(" ", 3)[-1].startswith(("results/", "feedback/", "grades.csv", "summary.md"))]
         write_json(result, record)
         records.append(record)
     write_outputs(records, exercise, points, out)

@@ -34,6 +34,7 @@ def with_cells(student: nbformat.NotebookNode, **sources) -> nbformat.NotebookNo
 
 
 EXPECTED = {  # student: (q1, q2, status)
+    "a_folder": (0, 0, "not_a_notebook"),
     "blank": (0, 0, "ok"),
     "correct": (2, 2, "ok"),
     "crash": (2, 0, "crashed"),
@@ -79,6 +80,7 @@ with open("answer.json", "w") as f:
     }
     for name, nb in notebooks.items():
         nbformat.write(nb, submissions / f"{name}.ipynb")
+    (submissions / "a_folder.ipynb").mkdir()  # not even a file
     (submissions / "not_a_notebook.ipynb").write_text("print('this is a script, not a notebook')\n")
     return made.hidden
 
@@ -105,7 +107,7 @@ def test_grade_table_holds_the_expected_points_and_statuses(batch):
     assert found == EXPECTED
     assert all(float(r["total"]) == float(r["q1"]) + float(r["q2"]) and r["exercise"] == "adding"
                for r in rows.values())
-    assert all(float(r["seconds"]) > 0 for s, r in rows.items() if s != "not_a_notebook")
+    assert all(float(r["seconds"]) > 0 for s, r in rows.items() if r["status"] != "not_a_notebook")
 
 
 def test_writes_outside_the_folder_are_reported_and_change_no_other_grade(batch):
@@ -114,13 +116,14 @@ def test_writes_outside_the_folder_are_reported_and_change_no_other_grade(batch)
     assert "submissions folder: changed half.ipynb" in notes
     assert "outside its folder: new escaped.txt" in notes
     assert rows["half"]["q1"] == "2" and rows["half"]["status"] == "ok"  # graded from the copy made before the run
-    assert [s for s, r in rows.items() if r["notes"]] == ["file_vandal"]
+    assert [s for s, r in rows.items() if r["notes"]] == ["a_folder", "file_vandal"]
+    assert rows["a_folder"]["notes"].startswith("NotNotebook: could not be copied: [Errno 21] Is a directory")
 
 
 def test_summary_names_counts_median_and_most_failed_question(batch):
     summary = (batch["out"] / "summary.md").read_text()
-    assert "- submissions: 8 (1 crashed, 1 not_a_notebook, 5 ok, 1 timeout)" in summary
-    assert "- median: 2.0 of 4 points" in summary
+    assert "- submissions: 9 (1 crashed, 2 not_a_notebook, 5 ok, 1 timeout)" in summary
+    assert "- median: 2 of 4 points" in summary
     assert "- most failed question: q2 (not full marks in 5 of 7 graded)" in summary
 
 
@@ -164,7 +167,7 @@ def test_a_rerun_resumes_and_skips_finished_submissions(batch):
                "--out", str(batch["out"]), "--cell-timeout", "5", "--total-timeout", "30"]
     run = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert "grading adding: 100%" in run.stderr and "8/8" in run.stderr  # the progress bar over submissions
+    assert "grading adding: 100%" in run.stderr and "9/9" in run.stderr  # the progress bar over submissions
     records = [json.loads((results / f"{s}.json").read_text()) for s in sorted(EXPECTED)]
     assert {p.name: p.stat().st_mtime_ns for p in results.glob("*.json") if p.name in stamps} == stamps
     assert (results / "blank.json").exists()
