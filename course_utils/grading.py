@@ -305,13 +305,12 @@ def feedback_html(record: dict, exercise: str, points: dict) -> str:
     status_text = {"ok": "ran to the end", "timeout": "stopped: it ran past the time limit",
                    "crashed": "stopped: the kernel died", "not_a_notebook": "not graded: the file is not a notebook",
                    "error": "not graded: the grader could not run it"}.get(record["status"], record["status"])
-    body = (f'<h1>{escape(exercise)}: feedback for {escape(record["student"])}</h1>'
-            f'<p class="total">Total: <b>{total}</b> of {sum(points.values())} points</p>'
+    body = (f'<p class="total">Total: <b>{total}</b> of {sum(points.values())} points</p>'
             f'<p class="status">Your notebook {escape(status_text)}.</p>'
             + "".join(f'<p class="notice">{escape(n)}</p>' for n in record["notes"])
             + ('<table class="tests"><tr><th>question</th><th>test</th><th>points</th><th>result</th></tr>'
                f"{rows}</table>" if rows else "<p>No test could run.</p>"))
-    return html_page(f"{exercise}: {record['student']}", body)
+    return html_page(f"{exercise}: feedback for {record['student']}", body)
 
 
 class NotNotebook(Exception):

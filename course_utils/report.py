@@ -174,17 +174,3 @@ def write_compare_html(path: str | Path, **kwargs) -> Path:
 def escape(text) -> str:
     """HTML-escaped text (quotes too): what every page of the course does with text it did not write itself."""
     return _e(text)
-
-
-def html_page(title: str, body: str, css: str = _CSS) -> str:
-    """A self-contained page around `body` (HTML the caller escaped): inline CSS, and a Content-Security-Policy
-    that forbids loading anything from anywhere."""
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{_e(title)}</title><style>{css}</style></head>
-<body>
-{body}
-</body></html>
-"""
