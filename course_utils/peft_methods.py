@@ -47,7 +47,7 @@ def lora_config(**variant) -> LoraConfig:
 
 
 # Learning rates swept per family, from the rate known to move the tiny model in a few dozen steps (3e-3 for LoRA,
-# training.LEARNING_RATES) upwards, since this budget is shorter still. rsLoRA scales by alpha/sqrt(r) = 4 instead of
+# training.LEARNING_RATES) upwards, since this budget is shorter still. rsLoRA scales by alpha/sqrt(r) = 8 instead of
 # alpha/r = 2, LoRA+ trains B at 16x the rate and PiSSA/OLoRA start from large A and B: they are swept one step
 # lower. The vector and soft-prompt methods train far fewer numbers and are swept higher (prompt tuning's paper: 0.3).
 LORA_RATES = (3e-3, 1e-2, 3e-2)
