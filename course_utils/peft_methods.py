@@ -187,10 +187,11 @@ def folder_mb(folder: str | Path) -> float:
 # --------------------------------------------------------------------------------------------------
 
 # Measuring all methods many times needs a lighter plan than the lab's: fewer blocks and prompts, shorter samples.
-METHODS_PLAN = replace(TINY_PLAN, measure_prompts=16, max_new_tokens=80, eval_blocks=24, eval_batch=12,
-                       why="notebook 08: thirteen methods, three seeds; half the lab's prompts, shorter samples")
-STEPS, BATCH, MAX_LENGTH = 20, 8, 128  # the same step budget for every method: 20 steps of 8 examples
-EVAL_CHARS = 16_000  # each perplexity is measured on about this much text (~4,000 tokens), drawn from all its sources
+METHODS_PLAN = replace(TINY_PLAN, measure_prompts=16, max_new_tokens=64, eval_blocks=16, eval_batch=16,
+                       why="notebook 08: thirteen methods, three seeds and a sweep; half the lab's prompts, shorter "
+                           "samples, 16 blocks of 128 tokens per perplexity")
+STEPS, BATCH, MAX_LENGTH = 16, 8, 128  # the same step budget for every method: 16 steps of 8 examples
+EVAL_CHARS = 9_000  # each perplexity is measured on about this much text (~2,300 tokens), drawn from all its sources
 
 
 @dataclass
@@ -298,17 +299,18 @@ def train_method(model, tokenizer, dataset, m: Method, learning_rate: float, see
 
 
 def measure_forgetting_and_learning(model, tokenizer, task: StyleTask, style: bool = True, seed: int = 0) -> dict:
-    """Perplexity on the author's validation and test chapters, on Gutenberg text seen and unseen in pre-training,
-    and (style=True) the style distance of completions of the test prompts."""
+    """Perplexity on the author's validation chapters and on Gutenberg text seen in pre-training; with style=True
+    (the runs that are reported) also on the test chapters and the books unseen in pre-training, and the style
+    distance of completions of the test prompts."""
     from .evaluation import generate_completions
     from .stylometry import style_distance
 
     plan = task.plan
     figures = {"validation_perplexity": held_out_perplexity(model, tokenizer, task.validation_texts, plan),
-               "test_perplexity": held_out_perplexity(model, tokenizer, task.test_texts, plan),
-               "seen_gutenberg_perplexity": held_out_perplexity(model, tokenizer, task.seen_texts, plan),
-               "unseen_gutenberg_perplexity": held_out_perplexity(model, tokenizer, task.unseen_texts, plan)}
+               "seen_gutenberg_perplexity": held_out_perplexity(model, tokenizer, task.seen_texts, plan)}
     if style:
+        figures["test_perplexity"] = held_out_perplexity(model, tokenizer, task.test_texts, plan)
+        figures["unseen_gutenberg_perplexity"] = held_out_perplexity(model, tokenizer, task.unseen_texts, plan)
         with warnings.catch_warnings():
             # soft prompts: generate() passes position ids, which peft drops (the model then numbers the virtual
             # tokens and the prompt together itself, as in training)
@@ -434,3 +436,47 @@ def results_table(bench: dict) -> str:
                      f"{cell(s['forgot'], 100, 2)} | {cell(s['seconds_per_step'], 1, 3)} | {cell(s['peak_mb'])} | "
                      f"{'yes' if s['mergeable'] else 'no'} |")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# A real model on a T4: exact trainable parameters, and the memory estimator where it models the method
+# --------------------------------------------------------------------------------------------------
+
+# The methods the estimator (memory.estimate_memory) models: those that train exactly LoRA's A and B with AdamW at
+# LoRA's shapes. DoRA's magnitude vectors and its weight norms, LoRA-FA's frozen A, VeRA, IA3 and the soft prompts
+# keep other tensors, which it does not model.
+MODELLED_AS_LORA = ("lora", "rslora", "loraplus", "pissa", "olora")
+
+
+def trainable_on(model_name: str, m: Method) -> int:
+    """Exact trainable parameters of method m on a real model (data/model_configs), built on the meta device.
+    PiSSA/OLoRA are counted with LoRA's default start (same shapes: their SVD/QR cannot run on meta tensors), the
+    text-initialised prompt with a random one (same shape); for LoRA-FA only B, since its optimizer freezes A."""
+    from .memory import meta_model
+
+    counted = METHODS["lora"] if m.converts_initialisation else METHODS["prompt"] if m.name == "prompt_text" else m
+    with warnings.catch_warnings():  # peft's notes on building adapters on meta tensors
+        warnings.simplefilter("ignore")
+        model = get_peft_model(meta_model(model_name), counted.config(model_name))
+    if m.optimizer == "lorafa":
+        return sum(p.numel() for n, p in model.named_parameters() if "lora_B" in n)
+    return trainable_parameters(model)
+
+
+def t4_rows(model_name: str = "meta-llama/Llama-3.2-3B-Instruct") -> list[dict]:
+    """Per method on a Colab T4 as the t4 profile trains the 3B model (4-bit NF4 base, fp16, paged 8-bit AdamW, batch
+    2 x 1024 tokens, gradient checkpointing): exact trainable parameters, and the estimator's peak memory in GB where it
+    models the method (None: unmodelled). The estimator models no time: seconds per step are unmodelled for all."""
+    from .lab import CHAPTER_PLAN
+    from .memory import estimate_memory
+    from .profiles import PROFILES
+    from .qlora import optimizer_for
+
+    t4 = PROFILES["t4"]
+    estimate = estimate_memory(model_name, method="qlora", dtype=t4.dtype, optimizer=optimizer_for(t4),
+                               batch_size=t4.batch_size, seq_len=t4.max_seq_length,
+                               gradient_checkpointing=CHAPTER_PLAN.gradient_checkpointing, lora_r=RANK,
+                               lora_modules=tuple(SEVEN_MODULES))
+    return [{"method": name, "label": m.label, "trainable_parameters": trainable_on(model_name, m),
+             "memory_gb": round(estimate.total / 1e9, 2) if name in MODELLED_AS_LORA else None,
+             "seconds_per_step": None} for name, m in METHODS.items()]
