@@ -13,6 +13,7 @@ import math
 import shutil
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -147,6 +148,16 @@ def trainable_parameters(model) -> int:
 INITIAL = "initial_adapter"
 
 
+@contextmanager
+def _converting():
+    """peft warns that PiSSA/OLoRA "should not be used with other adapters" whenever a second adapter joins one: the
+    initial copy saved for the conversion, and peft's own loading of it while converting. Both are the conversion
+    that the warning recommends, so only that message is silenced, and only here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*changes the base weights of the model", category=UserWarning)
+        yield
+
+
 def save_initial_adapter(model, m: Method, folder: str | Path) -> Path | None:
     """For PiSSA/OLoRA, before training: the adapter as it starts (its config marked init_lora_weights=True, as peft
     needs it to convert), under folder/initial_adapter. None for every other method (nothing to convert)."""
@@ -155,8 +166,7 @@ def save_initial_adapter(model, m: Method, folder: str | Path) -> Path | None:
     config = model.peft_config["default"]
     start, config.init_lora_weights = config.init_lora_weights, True
     try:
-        with warnings.catch_warnings():  # peft advises converting PiSSA to LoRA: this initial copy is what converts it
-            warnings.filterwarnings("ignore", message=".*changes the base weights of the model", category=UserWarning)
+        with _converting():
             model.save_pretrained(Path(folder) / INITIAL)
     finally:
         config.init_lora_weights = start
@@ -171,7 +181,8 @@ def save_method_adapter(model, m: Method, folder: str | Path, initial: Path | No
         if initial is None:
             raise ValueError(f"{m.label} changes the base weights: save its initial adapter before training "
                              "(save_initial_adapter) and pass it here")
-        model.save_pretrained(target, path_initial_model_for_weight_conversion=str(initial))
+        with _converting():
+            model.save_pretrained(target, path_initial_model_for_weight_conversion=str(initial))
     else:
         model.save_pretrained(target)
     return target
@@ -265,12 +276,14 @@ def completion_dataset(tokenizer, examples: list[dict], max_length: int = MAX_LE
 # --------------------------------------------------------------------------------------------------
 
 def train_method(model, tokenizer, dataset, m: Method, learning_rate: float, seed: int, output_dir: str | Path,
-                 steps: int = STEPS, batch_size: int = BATCH) -> dict:
-    """Train with the Trainer for `steps` steps (linear decay, 2 warm-up steps), with the method's optimizer.
-    Returns seconds, seconds per step (after the first), the peak RSS above the start in MB and the last loss."""
+                 steps: int = STEPS, batch_size: int = BATCH, profile=None) -> dict:
+    """Train with the Trainer for `steps` steps (linear decay, 2 warm-up steps), with the method's optimizer, in the
+    profile's precision (None: fp32 on the CPU). Returns seconds, the median seconds per step, the peak memory above
+    the start in MB (RSS on the CPU, allocated memory on CUDA) and the last logged loss."""
     from transformers import DataCollatorForSeq2Seq, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
     from .memory import measure_peak
+    from .qlora import precision_flags
 
     class StepTimes(TrainerCallback):
         def __init__(self):
@@ -282,14 +295,15 @@ def train_method(model, tokenizer, dataset, m: Method, learning_rate: float, see
     args = TrainingArguments(output_dir=str(output_dir), per_device_train_batch_size=batch_size, max_steps=steps,
                              learning_rate=learning_rate, lr_scheduler_type="linear", warmup_steps=2,
                              logging_steps=max(1, steps // 4), save_strategy="no", report_to="none", seed=seed,
-                             use_cpu=True, disable_tqdm=True, dataloader_num_workers=0)
+                             disable_tqdm=True, dataloader_num_workers=0,
+                             **(precision_flags(profile) if profile else {"use_cpu": True}))
     timer = StepTimes()
     trainer = Trainer(model=model, args=args, train_dataset=dataset, callbacks=[timer],
                       data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100),
                       optimizers=(make_optimizer(model, m, learning_rate), None))
     trainer.remove_callback(PrinterCallback)  # the losses are returned, not printed at every logging step
     start = time.perf_counter()
-    with measure_peak("cpu") as peak:
+    with measure_peak(profile.device if profile else "cpu") as peak:
         trainer.train()
     seconds = time.perf_counter() - start
     gaps = [b - a for a, b in zip(timer.times, timer.times[1:])]
@@ -323,19 +337,23 @@ def measure_forgetting_and_learning(model, tokenizer, task: StyleTask, style: bo
 
 
 def run_method(m: Method, learning_rate: float, seed: int, task: StyleTask, tokenizer, dataset, work_dir: str | Path,
-               steps: int = STEPS, style: bool = True, load_base: Callable | None = None) -> dict:
-    """A fresh base, method m's adapter (seeded), `steps` steps of training, the adapter saved (PiSSA/OLoRA
-    converted), and every measurement. `load_base` returns a fresh base model (default: the tiny model, fp32)."""
+               steps: int = STEPS, style: bool = True, profile=None) -> dict:
+    """A fresh base, method m's adapter (seeded), `steps` steps of training, the measurements (style=False: only
+    validation and forgetting, as the sweep needs), and the adapter saved (PiSSA/OLoRA converted) to weigh it. The
+    base is the profile's LoRA model (None: the tiny model in fp32, as the benchmark runs)."""
     from transformers import set_seed
 
-    load_base = load_base or load_tiny_base
+    from .models import load_model, model_source
+
     work = Path(work_dir) / f"{m.name}-{learning_rate:g}-{seed}"
     shutil.rmtree(work, ignore_errors=True)
     set_seed(seed)
-    model = add_adapter(load_base(), m)
+    base = load_model(profile, "lora", verbose=False)[0] if profile else load_tiny_base()
+    model = add_adapter(base, m, model_source(profile, "lora") if profile else TINY_MODEL_DIR)
     initial = save_initial_adapter(model, m, work)
     trainable = trainable_parameters(model)
-    training = train_method(model, tokenizer, dataset, m, learning_rate, seed, work / "trainer", steps=steps)
+    training = train_method(model, tokenizer, dataset, m, learning_rate, seed, work / "trainer", steps=steps,
+                            profile=profile)
     figures = measure_forgetting_and_learning(model, tokenizer, task, style=style, seed=seed)
     adapter = save_method_adapter(model, m, work, initial)
     size = folder_mb(adapter)
