@@ -1,9 +1,10 @@
 """Benchmark of notebook 08: every PEFT method of course_utils.peft_methods on the style task, measured fairly.
 
-    python benchmarks/bench_peft_methods.py [--methods lora dora ...] [--seeds 1 2 3] [--steps 20] [--author hemingway]
+    python benchmarks/bench_peft_methods.py [--methods lora dora ...] [--seeds 1 2 3] [--steps 16] [--author hemingway]
 
 1. Sweep: every method is trained at each of its three learning rates (seed 0) for the same step budget, and the rate
-   with the lowest perplexity on the *validation* half of the author's held-out chapters is kept.
+   with the lowest perplexity on the *validation* half of the author's held-out chapters is kept. Where that rate lies
+   at an end of the rates tried, the next rate beyond it is tried too (twice at most: peft_methods.rate_beyond_edge).
 2. Seeds: every method is trained again at its kept rate with three other seeds (1, 2, 3) and measured on the *test*
    half: the author's perplexity (learned), the style distance of completions of test prompts, the perplexity of
    Gutenberg text the base was pre-trained on (forgotten) and of the two books held out of its pre-training, trainable
@@ -33,9 +34,9 @@ from transformers import AutoTokenizer  # noqa: E402
 
 from course_utils.manifest import run_environment, write_results  # noqa: E402
 from course_utils.paths import TINY_MODEL_DIR  # noqa: E402
-from course_utils.peft_methods import (METHODS, RESULTS, STEPS, best_rates, completion_dataset, load_tiny_base,  # noqa: E402
-                                       measure_forgetting_and_learning, results_table, run_method, style_task,
-                                       summarise)
+from course_utils.peft_methods import (MAX_EXTENSIONS, METHODS, RESULTS, STEPS, best_rates,  # noqa: E402
+                                       completion_dataset, load_tiny_base, measure_forgetting_and_learning,
+                                       rate_beyond_edge, results_table, run_method, style_task, summarise)
 
 
 def load() -> float:
@@ -81,6 +82,12 @@ def main() -> None:
         run = run_method(m, m.learning_rates[i], 0, task, tokenizer, dataset, work, steps=args.steps, style=False)
         record["sweep"].append({**run, "load": load()})
         save()
+    for _ in range(MAX_EXTENSIONS):  # widen the sweep where a best rate lies at its end
+        extra = [(name, rate) for name in args.methods if (rate := rate_beyond_edge(record["sweep"], name))]
+        for name, rate in tqdm(extra, desc="rates beyond an edge"):
+            run = run_method(METHODS[name], rate, 0, task, tokenizer, dataset, work, steps=args.steps, style=False)
+            record["sweep"].append({**run, "load": load()})
+            save()
     record["best_rates"] = best_rates(record["sweep"])
     seed_jobs = [(name, seed) for seed in args.seeds for name in args.methods]  # seed by seed, every method in turn
     for name, seed in tqdm(seed_jobs, desc="seeds at the best rate"):

@@ -427,6 +427,24 @@ def best_rates(sweep: list[dict]) -> dict[str, dict]:
     return best
 
 
+# The sweep widens where it must: a best rate at an end of the rates tried gets the next rate beyond it on this
+# ladder (half-decade steps), up to MAX_EXTENSIONS times, so that the rate kept is a real optimum, not an edge.
+RATE_LADDER = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
+MAX_EXTENSIONS = 2
+
+
+def rate_beyond_edge(sweep: list[dict], name: str) -> float | None:
+    """The next rate to try for method `name`: one ladder step beyond its best rate when that lies at an end of the
+    rates tried, else None (also when the ladder ends or MAX_EXTENSIONS rates were already added)."""
+    tried = sorted(r["learning_rate"] for r in sweep if r["method"] == name)
+    best = best_rates(sweep)[name]
+    if not best["at_edge"] or len(tried) >= len(METHODS[name].learning_rates) + MAX_EXTENSIONS:
+        return None
+    rung = min(range(len(RATE_LADDER)), key=lambda i: abs(math.log(RATE_LADDER[i] / best["learning_rate"])))
+    rung += -1 if best["learning_rate"] == tried[0] else 1
+    return RATE_LADDER[rung] if 0 <= rung < len(RATE_LADDER) else None
+
+
 def read_benchmark(path: str | Path = RESULTS) -> dict | None:
     """The benchmark's results (benchmarks/results/peft_methods.json), or None with a message saying how to make
     them where the file is absent."""
