@@ -14,9 +14,9 @@ import shutil
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 from peft import (IA3Config, LoraConfig, PeftConfig, PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig,
@@ -462,8 +462,8 @@ def results_table(bench: dict) -> str:
         half = "" if math.isnan(figure["ci95"]) else f" ± {figure['ci95'] * scale:.{digits}f}"
         return f"{figure['mean'] * scale:.{digits}f}{half}"
 
-    lines = ["| method | rate | trainable params | adapter (MB) | learned: author ppl fall (%) | style distance | "
-             "forgot: Gutenberg ppl rise (%) | s/step | peak RAM (MB) | merges |",
+    lines = [("| method | rate | trainable params | adapter (MB) | learned: author ppl fall (%) | style distance | "
+              "forgot: Gutenberg ppl rise (%) | s/step | peak RAM (MB) | merges |"),
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for name, s in bench["summary"].items():
         edge = "*" if bench["best_rates"][name]["at_edge"] else ""

@@ -16,8 +16,9 @@ from course_utils.corpus import HELD_OUT_BOOKS, gutenberg_books
 from course_utils.memory import lora_parameter_count
 from course_utils.paths import TINY_MODEL_DIR
 from course_utils.peft_methods import (LORAPLUS_RATIO, METHODS, MODELLED_AS_LORA, RANK, RESULTS, SUMMARISED,
-                                       add_adapter, best_rates, load_tiny_base, make_optimizer, save_initial_adapter,
-                                       pretraining_passages, save_method_adapter, spread, summarise, t4_rows, t_interval, trainable_on)
+                                       add_adapter, best_rates, load_tiny_base, make_optimizer, pretraining_passages,
+                                       rate_beyond_edge, save_initial_adapter, save_method_adapter, spread, summarise,
+                                       t4_rows, t_interval, trainable_on)
 
 needs_tiny_model = pytest.mark.skipif(not (TINY_MODEL_DIR / "model.safetensors").exists(),
                                       reason="the bundled tiny model (data/tiny_model) is missing")
@@ -139,6 +140,19 @@ def test_the_best_rate_is_chosen_on_validation_and_an_edge_is_flagged():
     assert best["ia3"]["learning_rate"] == 1e-1 and best["ia3"]["at_edge"]
 
 
+def test_the_sweep_widens_beyond_an_edge_and_stops():
+    def runs(rates_and_perplexities):
+        return [{"method": "lora", "learning_rate": r, "validation_perplexity": v} for r, v in rates_and_perplexities]
+
+    assert METHODS["lora"].learning_rates == (3e-3, 1e-2, 3e-2)
+    assert rate_beyond_edge(runs([(3e-3, 40.0), (1e-2, 45.0), (3e-2, 900.0)]), "lora") == 1e-3  # below the lowest
+    assert rate_beyond_edge(runs([(3e-3, 50.0), (1e-2, 45.0), (3e-2, 44.0)]), "lora") == 1e-1  # above the highest
+    assert rate_beyond_edge(runs([(3e-3, 50.0), (1e-2, 45.0), (3e-2, 46.0)]), "lora") is None  # an inner optimum
+    widened = runs([(3e-4, 39.0), (1e-3, 39.5), (3e-3, 40.0), (1e-2, 45.0), (3e-2, 900.0)])
+    assert rate_beyond_edge(widened, "lora") is None  # two rates added already: it stops, the edge stays flagged
+    assert best_rates(widened)["lora"]["at_edge"]
+
+
 def test_learned_and_forgot_are_relative_to_the_base():
     base = {"test_perplexity": 100.0, "seen_gutenberg_perplexity": 50.0}
     runs = [{"method": "lora", "seed": s, "learning_rate": 1e-2, "trainable_parameters": 1, "adapter_mb": 0.1,
@@ -190,5 +204,6 @@ def test_the_committed_benchmark_has_every_method_with_intervals_and_its_environ
         for figure in SUMMARISED:
             assert math.isfinite(summary[figure]["mean"]) and math.isfinite(summary[figure]["ci95"]), (name, figure)
         swept = [r["learning_rate"] for r in bench["sweep"] if r["method"] == name]
-        assert sorted(swept) == sorted(METHODS[name].learning_rates)
+        assert set(METHODS[name].learning_rates) <= set(swept) and len(swept) == len(set(swept))
+        assert rate_beyond_edge(bench["sweep"], name) is None  # the sweep was widened as far as it goes
         assert summary["learning_rate"] == bench["best_rates"][name]["learning_rate"]
