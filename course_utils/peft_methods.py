@@ -515,4 +515,4 @@ def t4_rows(model_name: str = "meta-llama/Llama-3.2-3B-Instruct") -> list[dict]:
                                lora_modules=tuple(SEVEN_MODULES))
     return [{"method": name, "label": m.label, "trainable_parameters": trainable_on(model_name, m),
              "memory_gb": round(estimate.total / 1e9, 2) if name in MODELLED_AS_LORA else None,
-             "seconds_per_step": None} for name, m in METHODS.items()]
+             "seconds_per_step": None, "setting": estimate.describe()} for name, m in METHODS.items()]
