@@ -450,8 +450,8 @@ def read_benchmark(path: str | Path = RESULTS) -> dict | None:
     them where the file is absent."""
     path = Path(path)
     if not path.exists():
-        print(f"No benchmark results at {path}: run `python benchmarks/bench_peft_methods.py` (about 25 minutes on "
-              "2 CPU cores) to make them; the cells that read them will then show the comparison.")
+        print(f"No benchmark results at {path}: run `python benchmarks/bench_peft_methods.py` (it takes a while: "
+              "every method at several rates and seeds) to make them; the cells that read them will then show the comparison.")
         return None
     return json.loads(path.read_text(encoding="utf-8"))
 
