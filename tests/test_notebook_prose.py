@@ -41,6 +41,12 @@ PROSE_NUMBERS_ALLOWED = [
      "the style corpus' and stylometry's settings (style_corpus.py, stylometry.py)"),
     (r"sequence of 512 tokens(, batch 1)?|of 512 tokens", "the setting of the chapters' recomputed tables"),
     (r"at most 0\.8 times the base's", "the benchmark's own criterion (tests/test_benchmark_records.py)"),
+    (r"95 % intervals?|mean ± 95 %", "the confidence level the course reports intervals at: a setting"),
+    (r"label -100", "PyTorch's ignore index for the loss: a definition"),
+    (r"\(rank 256\)|\b16 (trained|virtual)\b|\(16 here, the paper's default\)",
+     "settings of the peft configs notebook 08 shows in the next cells"),
+    (r"8 to 32 is the usual range|0\.05 to 0\.1 is the usual guard",
+     "hyperparameter advice (the ranges practitioners use), not a measured result"),
     (r"first 50 characters", "the chapter's duplicate rule, quoted (04)"),
 ]
 
