@@ -13,7 +13,6 @@ answered in `Setup.answers` (notebook 06 collects them with a form, or takes the
 """
 from __future__ import annotations
 
-import html
 import importlib.metadata
 import json
 import os
@@ -26,6 +25,7 @@ from pathlib import Path
 from .atomic import write_text
 from .manifest import file_sha256
 from .paths import MODEL_CONFIGS_DIR, REPO_ROOT
+from .report import escape, html_page
 
 DIMENSIONS = ("data", "compute", "model", "output", "dependency")
 QUESTIONS = {  # key: (dimension, question): what only a person can answer
@@ -143,8 +143,6 @@ class Report:
     def to_html(self, compare: dict[str, dict[str, int]] | None = None) -> str:
         """The report as a standalone page; `compare` ({setup name: scores}) draws other setups' scores beside
         this one's in the chart."""
-        from .report import html_page
-
         return html_page(f"Sovereignty audit: {self.setup.name}", _report_body(self, compare), css=_AUDIT_CSS)
 
     def write_html(self, path: str | Path, compare: dict[str, dict[str, int]] | None = None) -> Path:
@@ -870,7 +868,7 @@ def scores_svg(reports: dict[str, dict[str, int]], width: int = 760) -> str:
             value = reports[name][dimension]
             colour = AUDIT_COLOURS[j % len(AUDIT_COLOURS)]
             parts.append(f'<rect x="{left}" y="{y + j * bar}" width="{value * scale:.1f}" height="{bar - 1}" '
-                         f'fill="{colour}"><title>{html.escape(name)}: {value}</title></rect>')
+                         f'fill="{colour}"><title>{escape(name)}: {value}</title></rect>')
             parts.append(f'<text x="{left + value * scale + 4:.1f}" y="{y + j * bar + bar - 2}" '
                          f'font-size="10">{value}</text>')
     axis = top + len(DIMENSIONS) * group
@@ -882,14 +880,9 @@ def scores_svg(reports: dict[str, dict[str, int]], width: int = 760) -> str:
         x = left + j * 180
         parts.append(f'<rect x="{x}" y="{axis + 42}" width="12" height="12" '
                      f'fill="{AUDIT_COLOURS[j % len(AUDIT_COLOURS)]}"/>')
-        parts.append(f'<text x="{x + 18}" y="{axis + 52}">{html.escape(name)}</text>')
+        parts.append(f'<text x="{x + 18}" y="{axis + 52}">{escape(name)}</text>')
     parts.append("</svg>")
     return "".join(parts)
-
-
-def _e(text) -> str:
-    """Text escaped for HTML (quotes too): model output or an answer such as "<script>" shows as text."""
-    return html.escape(str(text), quote=True)
 
 
 def _report_body(report: Report, compare: dict[str, dict[str, int]] | None = None) -> str:
@@ -903,15 +896,15 @@ def _report_body(report: Report, compare: dict[str, dict[str, int]] | None = Non
     for dimension in DIMENSIONS:
         parts.append(f'<h2 id="{dimension}">{dimension.capitalize()} <small>({scores[dimension]}/100)</small></h2>')
         for f in (f for f in report.findings if f.dimension == dimension):
-            evidence = "".join(f'<li>{_e(x)}</li>' for x in f.evidence)
-            parts.append(f'<div class="finding" data-check="{_e(f.check)}"><span class="score">{f.score:.2f}</span> '
-                         f'<b>{_e(f.check)}</b>: {_e(f.finding)}<ul class="evidence">{evidence}</ul>'
-                         + (f'<p class="recommendation">{_e(f.recommendation)}</p>' if f.recommendation and f.score < 1 else "")
+            evidence = "".join(f'<li>{escape(x)}</li>' for x in f.evidence)
+            parts.append(f'<div class="finding" data-check="{escape(f.check)}"><span class="score">{f.score:.2f}</span> '
+                         f'<b>{escape(f.check)}</b>: {escape(f.finding)}<ul class="evidence">{evidence}</ul>'
+                         + (f'<p class="recommendation">{escape(f.recommendation)}</p>' if f.recommendation and f.score < 1 else "")
                          + "</div>")
         for question, answer in answers[dimension]:
-            parts.append(f'<p class="answer"><i>{_e(question)}</i> {_e(answer)}</p>')
+            parts.append(f'<p class="answer"><i>{escape(question)}</i> {escape(answer)}</p>')
     plan = "".join(f"<li><b>{d}</b>: " + ("nothing to change" if not steps else
-                                          "<ul>" + "".join(f"<li>{_e(s)}</li>" for s in steps) + "</ul>") + "</li>"
+                                          "<ul>" + "".join(f"<li>{escape(s)}</li>" for s in steps) + "</ul>") + "</li>"
                    for d, steps in report.plan().items())
     parts.append(f'<h2 id="plan">Plan: what to change to raise each score</h2><ul class="plan">{plan}</ul>')
     return "\n".join(parts)

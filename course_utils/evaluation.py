@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 
 import torch
@@ -83,14 +84,26 @@ def inference_mode(model, backend: str = "transformers"):
         FastLanguageModel.for_training(model)
 
 
+def fastest_rates(runners: dict[str, Callable[[], int]], repeats: int = 5) -> dict[str, float]:
+    """Items per second of each named runner (a function that does the work and returns how many items, such as
+    new tokens, it made): the best of `repeats` runs, the runners taking turns, so that a busy moment of the machine
+    does not fall on one runner only."""
+    best, counts = dict.fromkeys(runners, math.inf), {}
+    for _ in range(repeats):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            counts[name] = run()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: counts[name] / seconds for name, seconds in best.items()}
+
+
 def generation_speed(models: dict, tokenizer, prompts: list[str], max_new_tokens: int = 48,
                      repeats: int = 5) -> dict[str, float]:
-    """Greedy generation speed of each named model in new tokens per second: the best of `repeats` runs, the models
-    taking turns, so that a busy moment of the machine does not fall on one model only."""
-    best = dict.fromkeys(models, math.inf)
-    for _ in range(repeats):
-        for name, model in models.items():
-            start = time.perf_counter()
+    """Greedy generation speed of each named model in new tokens per second (fastest_rates over the models)."""
+    def runner(model) -> Callable[[], int]:
+        def run() -> int:
             generate_completions(model, tokenizer, prompts, seed=0, max_new_tokens=max_new_tokens, temperature=None)
-            best[name] = min(best[name], time.perf_counter() - start)
-    return {name: len(prompts) * max_new_tokens / seconds for name, seconds in best.items()}
+            return len(prompts) * max_new_tokens
+        return run
+
+    return fastest_rates({name: runner(model) for name, model in models.items()}, repeats)

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import json
-import math
 import re
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -353,18 +350,6 @@ def transformers_greedy(model, prompt_ids: list[int], n_tokens: int) -> list[int
 def first_difference(a: list[int], b: list[int]) -> int | None:
     """The first position where two token sequences differ (None if they agree over the shorter one)."""
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
-
-
-def greedy_speed(runners: dict[str, Callable[[], list[int]]], repeats: int = 3) -> dict[str, float]:
-    """New tokens per second of each named runner (a function that generates and returns the new ids): the best
-    of `repeats` runs, the runners taking turns so that a busy moment of the machine does not fall on one only."""
-    best, counts = dict.fromkeys(runners, math.inf), {}
-    for _ in range(repeats):
-        for name, run in runners.items():
-            start = time.perf_counter()
-            counts[name] = len(run())
-            best[name] = min(best[name], time.perf_counter() - start)
-    return {name: counts[name] / seconds for name, seconds in best.items()}
 
 
 def converter_command(model_dir: str | Path, outfile: str | Path, outtype: str = "f16",

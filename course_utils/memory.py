@@ -124,6 +124,16 @@ class Architecture:
     kv_dim: int  # key/value width: num_key_value_heads * head_dim
     vocab: int
 
+    @property
+    def quantized_linears(self) -> tuple[tuple[str, int, int], ...]:
+        """The linear layers bitsandbytes quantizes when the model loads in 4 or 8 bits: all but the output layer."""
+        return tuple(linear for linear in self.linears if not linear[0].endswith("lm_head"))
+
+    @property
+    def quantized_parameters(self) -> int:
+        """How many parameters those layers hold; the rest (embeddings, output layer, norms) stay unquantized."""
+        return sum(fan_in * fan_out for _, fan_in, fan_out in self.quantized_linears)
+
 
 @lru_cache(maxsize=64)
 def _architecture(config_json: str) -> Architecture:
@@ -166,13 +176,19 @@ def _targeted(name: str, modules: tuple[str, ...]) -> bool:
     return any(name == m or name.endswith("." + m) for m in modules)
 
 
+def lora_tensor_sizes(config: PretrainedConfig | str, r: int = 16, modules: tuple[str, ...] = LORA_MODULES) -> list[int]:
+    """The number of elements of every LoRA tensor: r * in for each A and out * r for each B, per targeted layer."""
+    arch = architecture(config)
+    sizes = [r * width for name, fan_in, fan_out in arch.linears if _targeted(name, tuple(modules))
+             for width in (fan_in, fan_out)]
+    if not sizes:
+        raise ValueError(f"none of the modules {list(modules)} is a linear layer of this model")
+    return sizes
+
+
 def lora_parameter_count(config: PretrainedConfig | str, r: int = 16, modules: tuple[str, ...] = LORA_MODULES) -> int:
     """Trainable parameters of LoRA: r * (in + out) for every targeted linear layer (A is r x in, B is out x r)."""
-    arch = architecture(config)
-    count = sum(r * (fan_in + fan_out) for name, fan_in, fan_out in arch.linears if _targeted(name, tuple(modules)))
-    if count == 0:
-        raise ValueError(f"none of the modules {list(modules)} is a linear layer of this model")
-    return count
+    return sum(lora_tensor_sizes(config, r, modules))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -332,8 +348,7 @@ def estimate_memory(config: PretrainedConfig | str, method: str = "full", dtype:
             weights = int(compute * arch.parameters) + 4 * trainable
             weight_copies = 0
         else:
-            quantized = [(n, a, b) for n, a, b in arch.linears if not n.endswith("lm_head")]
-            quantized_params = sum(a * b for _, a, b in quantized)
+            quantized, quantized_params = arch.quantized_linears, arch.quantized_parameters
             weights = (int(NF4_DOUBLE_QUANT_BYTES * quantized_params)
                        + 4 * (arch.parameters - quantized_params) + 4 * trainable)
             weight_copies = int(compute * max(a * b for _, a, b in quantized))  # one layer dequantized at a time

@@ -209,8 +209,8 @@ def weight_bytes(config, variant: str) -> int:
     from .memory import architecture
 
     arch = architecture(config)
-    quantized = [(fan_in, fan_out) for name, fan_in, fan_out in arch.linears if not name.endswith("lm_head")]
-    q = sum(fan_in * fan_out for fan_in, fan_out in quantized)
+    quantized = [(fan_in, fan_out) for _, fan_in, fan_out in arch.quantized_linears]
+    q = arch.quantized_parameters
     rest = arch.parameters - q
     if variant in ("fp32", "fp16"):
         return arch.parameters * (4 if variant == "fp32" else 2)

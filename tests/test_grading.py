@@ -10,10 +10,10 @@ from html.parser import HTMLParser
 
 import nbformat
 import pytest
-from test_compare_report import chromium, run_chromium
 from test_exercises import make_master
 
 from course_utils import exercises, grading
+from tests.browser import chromium, run_chromium
 
 LIMITS = {"cell_timeout": 5, "total_timeout": 30, "memory_mb": 4096}
 

@@ -182,3 +182,14 @@ def test_longest_sequence_is_the_last_length_that_fits():
     assert estimate_memory(name, "qlora", seq_len=tokens + 64, **settings).total > 15e9
     assert longest_sequence(name, "lora", 15.0, **settings) < tokens  # the fp16 base leaves less room
     assert longest_sequence("meta-llama/Llama-3.1-70B", "qlora", 15.0, **settings) == 0
+
+
+def test_lora_tensor_sizes_are_each_a_and_b_of_every_targeted_layer():
+    from course_utils.memory import architecture, lora_tensor_sizes
+
+    name = "meta-llama/Llama-3.2-3B-Instruct"
+    sizes = lora_tensor_sizes(name, 16)
+    arch = architecture(name)
+    assert len(sizes) == 2 * 7 * arch.layers and sum(sizes) == lora_parameter_count(name, 16)
+    assert lora_tensor_sizes(name, 16, ("q_proj",)) == [16 * arch.hidden, arch.hidden * 16] * arch.layers
+    assert arch.quantized_parameters == sum(a * b for n, a, b in arch.linears if n != "lm_head")
