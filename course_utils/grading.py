@@ -42,6 +42,7 @@ HIDDEN_DIR = REPO_ROOT / "solutions" / "hidden"  # = exercises.HIDDEN_DIR; nbfor
 # only where a notebook is read, so that the hidden-test process starts fast
 
 CELL_TIMEOUT, TOTAL_TIMEOUT, MEMORY_MB, CALL_TIMEOUT = 60, 600, 4096, 30
+PROFILE = "tiny"  # submissions are graded on the bundled model, offline, whatever machine the instructor has
 EXIT_STATUS = {0: "ok", 3: "not_a_notebook", 4: "crashed", 5: "timeout"}  # run-one's exit codes
 MARK = "\x00course-grading-value:"
 
@@ -74,14 +75,22 @@ def run_limited(command: list[str], cwd: Path, env: dict, timeout: float, memory
     return code, output.decode("utf-8", "replace")
 
 
-def sandbox_env(root: Path) -> dict:
-    """The environment of a submission's processes: HOME, TMPDIR and Jupyter's folders inside its throwaway folder."""
+OFFLINE = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+
+
+def sandbox_env(root: Path, outputs: Path, profile: str = PROFILE) -> dict:
+    """The environment of a submission's processes: HOME, TMPDIR, Jupyter's folders and the checkpoints inside its
+    throwaway folder `root`; the course's outputs (paths.output_folder) in `outputs`; the course profile `profile`
+    (the tiny one, offline, unless the instructor chose another)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER_", "IPYTHON"))}
     for var, sub in [("HOME", "home"), ("TMPDIR", "tmp"), ("JUPYTER_RUNTIME_DIR", "runtime"),
                      ("JUPYTER_DATA_DIR", "jupyter-data"), ("JUPYTER_CONFIG_DIR", "jupyter-config"),
-                     ("IPYTHONDIR", "ipython"), ("MPLCONFIGDIR", "matplotlib")]:
+                     ("IPYTHONDIR", "ipython"), ("MPLCONFIGDIR", "matplotlib"), ("COURSE_CHECKPOINT_DIR", "checkpoints")]:
         (root / sub).mkdir(parents=True, exist_ok=True)
         env[var] = str(root / sub)
+    env["COURSE_OUTPUT_DIR"], env["COURSE_PROFILE"] = str(outputs), profile
+    if profile == PROFILE:
+        env.update(dict.fromkeys(OFFLINE, "1"))
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     return env
@@ -124,6 +133,11 @@ class Submission:
     timeout: float = CALL_TIMEOUT
     memory_mb: int = MEMORY_MB
 
+    @property
+    def outputs(self) -> Path:
+        """Where the notebook's course outputs went (its paths.output_folder(...) folders)."""
+        return self.work / "outputs"
+
     def call(self, question: str, function: str, *args):
         """The JSON value of function(*args), defined by the student's cell of `question`, computed in a fresh
         process (cwd = work). Raises AssertionError when the function is missing, raises, or times out."""
@@ -135,7 +149,7 @@ class Submission:
                   "value = namespace[sys.argv[2]](*json.loads(sys.argv[3]))\n"
                   f"sys.stdout.write('\\n' + {MARK!r} + json.dumps(value) + '\\n')\n")
         code, output = run_limited([sys.executable, "-I", "-c", script, str(source), function, json.dumps(args)],
-                                   cwd=self.work, env=sandbox_env(self.code.parent / "call"),
+                                   cwd=self.work, env=sandbox_env(self.code.parent / "call", self.outputs),
                                    timeout=self.timeout, memory_mb=self.memory_mb)
         if code is None:
             raise AssertionError(f"{function}{args!r} did not finish within {self.timeout} s")
@@ -221,12 +235,13 @@ def grade_one(student: str, original: Path, tests_path: Path, watched: dict[str,
         code, output = run_limited(
             [sys.executable, "-m", "course_utils.grading", "run-one", str(work / "submission.ipynb"),
              "--cell-timeout", str(limits["cell_timeout"])],
-            cwd=work, env=sandbox_env(root), timeout=limits["total_timeout"], memory_mb=limits["memory_mb"])
+            cwd=work, env=sandbox_env(root, work / "outputs", limits["profile"]), timeout=limits["total_timeout"], memory_mb=limits["memory_mb"])
         status = "timeout" if code is None else EXIT_STATUS.get(code, "crashed" if code < 0 else "error")
         notes = [f"{name}: {c}" for name, path in watched.items() for c in changes(before[name], snapshot(path, skip=root))]
         notes += [f"outside its folder: {c}" for c in changes(above, snapshot(root, skip=work))
                   if not c.split(" ", 1)[1].split("/")[0] in ("home", "tmp", "runtime", "jupyter-data",
-                                                              "jupyter-config", "ipython", "matplotlib", "code")]
+                                                              "jupyter-config", "ipython", "matplotlib", "code",
+                                                              "checkpoints", "checker")]
         if status == "error":
             notes.append(f"the run failed: {output.strip()[-300:]}")
         tests = {} if status == "not_a_notebook" else hidden_tests_in_clean_process(tests_path, work, root, limits)
@@ -243,7 +258,8 @@ def hidden_tests_in_clean_process(tests_path: Path, work: Path, root: Path, limi
     checker.mkdir(exist_ok=True)
     code, output = run_limited(
         [sys.executable, "-m", "course_utils.grading", "hidden-tests", str(tests_path), str(work), str(root / "code")],
-        cwd=checker, env=sandbox_env(checker), timeout=limits["total_timeout"], memory_mb=limits["memory_mb"])
+        cwd=checker, env=sandbox_env(checker, work / "outputs", limits["profile"]), timeout=limits["total_timeout"],
+        memory_mb=limits["memory_mb"])
     lines = [line[len(MARK):] for line in output.splitlines() if line.startswith(MARK)]
     if code != 0 or not lines:
         return {"error": f"the hidden tests did not run (exit {code}): {output.strip()[-300:]}"}
@@ -319,7 +335,7 @@ class NotNotebook(Exception):
 
 def grade_folder(submissions: Path, tests_path: Path, out: Path, force: bool = False,
                  cell_timeout: int = CELL_TIMEOUT, total_timeout: int = TOTAL_TIMEOUT,
-                 memory_mb: int = MEMORY_MB) -> list[dict]:
+                 memory_mb: int = MEMORY_MB, profile: str = PROFILE) -> list[dict]:
     """Grade every *.ipynb in `submissions` (see the module docstring); returns the records, writes the outputs."""
     from tqdm.auto import tqdm
 
@@ -339,7 +355,8 @@ def grade_folder(submissions: Path, tests_path: Path, out: Path, force: bool = F
                 shutil.copy(path, copies / path.name)
         except OSError as error:  # a folder named x.ipynb, a file that cannot be read
             unreadable[path.stem] = f"could not be copied: {error}"
-    limits = {"cell_timeout": cell_timeout, "total_timeout": total_timeout, "memory_mb": memory_mb}
+    limits = {"cell_timeout": cell_timeout, "total_timeout": total_timeout, "memory_mb": memory_mb,
+              "profile": profile}
     records = []
     for path in tqdm(paths, desc=f"grading {exercise}", unit="submission"):
         result = out / "results" / f"{path.stem}.json"
@@ -389,12 +406,15 @@ def main(argv: list[str] | None = None) -> int:
     batch.add_argument("--cell-timeout", type=int, default=CELL_TIMEOUT)
     batch.add_argument("--total-timeout", type=int, default=TOTAL_TIMEOUT)
     batch.add_argument("--memory-mb", type=int, default=MEMORY_MB)
+    batch.add_argument("--profile", default=PROFILE, help="the course profile submissions run with (default: the "
+                                                          "bundled tiny model, offline)")
     args = batch.parse_args(argv)
     if not args.tests and not args.exercise:
         batch.error("give --exercise NAME or --tests FILE")
     tests = args.tests or HIDDEN_DIR / f"{args.exercise}.py"
     out = args.out or args.submissions.resolve().parent / f"graded-{Path(tests).stem}"
-    grade_folder(args.submissions, tests, out, args.force, args.cell_timeout, args.total_timeout, args.memory_mb)
+    grade_folder(args.submissions, tests, out, args.force, args.cell_timeout, args.total_timeout, args.memory_mb,
+                 args.profile)
     print(f"grades: {out / 'grades.csv'}\nsummary: {out / 'summary.md'}\nfeedback: {out / 'feedback'}")
     return 0
 

@@ -1,6 +1,8 @@
 """Authoring: a marked master -> the student notebook (no solution, no hidden test) and the hidden-test module;
 drift of committed student versions; the self-check a student runs. The master is a tiny synthetic exercise built
 here (q1: a function that adds; q2: a file answer.json with a sum), not a course exercise."""
+import re
+
 import nbformat
 import pytest
 
@@ -119,6 +121,39 @@ def test_committed_student_versions_match_their_masters():
     (No master is committed yet: then there is nothing to compare, and the test above checks the detection.)"""
     for master in exercises.masters():
         assert exercises.drifted(master) == [], f"run: python -m course_utils.exercises {master}"
+
+
+QUESTION_HEADING = re.compile(r"^### (q\d+) · (Guided|Open|Stretch)\b.*\((\d+) points?\)\s*$", re.MULTILINE)
+
+
+def stated_points(master: nbformat.NotebookNode) -> dict[str, tuple[str, int]]:
+    """{question: (tier, points)} as the master's markdown headings state them."""
+    return {q: (tier, int(points)) for cell in master.cells if cell.cell_type == "markdown"
+            for q, tier, points in QUESTION_HEADING.findall(cell.source)}
+
+
+@pytest.mark.parametrize("master", exercises.masters(), ids=lambda p: p.stem)
+def test_every_exercise_has_three_tiers_and_states_the_points_its_hidden_tests_award(master):
+    """A student reads "(N points)" in a question's heading: N must be what the grader awards, and every exercise
+    has a guided, an open and a stretch task."""
+    notebook = nbformat.read(master, as_version=4)
+    namespace = {}
+    exec(exercises.hidden_tests(notebook, master.stem), namespace)
+    graded = {}
+    for test, points in namespace["POINTS"].items():
+        graded[test.split("_")[1]] = graded.get(test.split("_")[1], 0) + points
+    stated = stated_points(notebook)
+    assert {q: p for q, (_, p) in stated.items()} == graded
+    assert {tier for tier, _ in stated.values()} == {"Guided", "Open", "Stretch"}
+    asked = {exercises.tag_value(c, "question") for c in notebook.cells} - {None}
+    assert asked == set(graded), "every question has an answer cell and hidden tests, and no other"
+
+
+def test_the_heading_parser_reads_tiers_and_points():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [markdown("### q1 · Guided: a LoRA config (3 points)\n\ntext", "a"),
+                markdown("### q2 · Stretch: more (1 point)", "b"), markdown("### Not a question (2 points)", "c")]
+    assert stated_points(nb) == {"q1": ("Guided", 3), "q2": ("Stretch", 1)}
 
 
 @pytest.mark.parametrize("broken, message", [

@@ -48,6 +48,8 @@ PROSE_NUMBERS_ALLOWED = [
     (r"8 to 32 is the usual range|0\.05 to 0\.1 is the usual guard",
      "hyperparameter advice (the ranges practitioners use), not a measured result"),
     (r"first 50 characters", "the chapter's duplicate rule, quoted (04)"),
+    (r"\(\d+ points?\)", "the points of an exercise's question: tests/test_exercises.py checks them against the "
+                         "points its hidden tests award"),
 ]
 
 
