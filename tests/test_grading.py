@@ -14,6 +14,7 @@ from test_exercises import make_master
 
 from course_utils import exercises, grading
 from tests.browser import chromium, run_chromium
+from tests.submissions import CRASH, LOOP, PATCH, vandal
 
 LIMITS = {"cell_timeout": 5, "total_timeout": 30, "memory_mb": 4096}
 
@@ -51,30 +52,16 @@ def prepare(folder, submissions):
     made = exercises.generate(master, folder / "exercises", folder / "hidden")
     student = nbformat.reads(made.student_text, as_version=4)
     submissions.mkdir()
-    vandal = f"""import os, pathlib
-for name in os.listdir("."):
-    os.remove(name)                       # its own copy of the notebook
-pathlib.Path("../escaped.txt").write_text("outside")
-pathlib.Path({str(submissions / "half.ipynb")!r}).write_text("overwritten by another student")"""
-    patch = """import builtins, doctest, unittest, json
-doctest.DocTestRunner.run = lambda self, *a, **k: doctest.TestResults(0, 0)
-unittest.TestCase.run = lambda self, result=None: None
-def check(question):
-    print("all tests pass")
-builtins.AssertionError = type("Never", (Exception,), {})
-import sys
-for module in list(sys.modules):
-    if module.startswith("course_utils"):
-        sys.modules[module].__dict__.clear()
+    patch = PATCH + """
 with open("answer.json", "w") as f:
     json.dump({"total": 0}, f)"""
     notebooks = {
         "correct": nbformat.read(master, as_version=4),
         "half": with_cells(student, q1=Q1_RIGHT, q2='open("answer.json", "w").write(\'{"total": 28}\')'),
         "blank": student,
-        "loop": with_cells(student, q1=Q1_RIGHT, q2="while True:\n    pass"),
-        "crash": with_cells(student, q1=Q1_RIGHT, q2="import os\nos._exit(1)"),
-        "file_vandal": with_cells(student, q1=Q1_RIGHT, q2=Q2_RIGHT, extra=vandal),
+        "loop": with_cells(student, q1=Q1_RIGHT, q2=LOOP),
+        "crash": with_cells(student, q1=Q1_RIGHT, q2=CRASH),
+        "file_vandal": with_cells(student, q1=Q1_RIGHT, q2=Q2_RIGHT, extra=vandal(submissions, "half")),
         "patcher": with_cells(student, q1="import doctest\ndoctest.DocTestRunner.run = None\n"
                                           "def add(a, b):\n    return 0", extra=patch),
     }
