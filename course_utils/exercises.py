@@ -133,6 +133,17 @@ def hidden_tests(master: nbformat.NotebookNode, name: str) -> str:
     return header + "\n\n" + "\n\n\n".join(sources) + "\n"
 
 
+def question_points(hidden_module: str) -> dict[str, float]:
+    """{question: its points} from the text of a hidden-test module (the sum of its tests' points in POINTS)."""
+    for node in ast.parse(hidden_module).body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["POINTS"]:
+            totals: dict[str, float] = {}
+            for test, points in ast.literal_eval(node.value).items():
+                totals[test.split("_")[1]] = totals.get(test.split("_")[1], 0) + points
+            return totals
+    raise ValueError("the hidden-test module has no POINTS = {...}")
+
+
 @dataclass
 class Generated:
     student: Path

@@ -101,6 +101,7 @@ def test_student_version_has_no_solution_and_no_hidden_test(tmp_path):
     assert all(c.outputs == [] and c.execution_count is None for c in nb.cells if c.cell_type == "code")
     hidden = made.hidden.read_text()
     assert "POINTS = {'test_q1_large': 1, 'test_q1_negative': 1, 'test_q2_total': 2}" in hidden
+    assert exercises.question_points(hidden) == {"q1": 2, "q2": 2}
     assert "test_q1_small" not in hidden
 
 
@@ -123,6 +124,24 @@ def test_committed_student_versions_match_their_masters():
         assert exercises.drifted(master) == [], f"run: python -m course_utils.exercises {master}"
 
 
+@pytest.mark.parametrize("master", exercises.masters(), ids=lambda p: p.stem)
+def test_no_solution_and_no_hidden_test_reaches_a_committed_student_notebook(master):
+    """What a student downloads holds none of the master's solution lines, none of its hidden tests, and a hint
+    and its public tests for every question."""
+    notebook = nbformat.read(master, as_version=4)
+    student = (exercises.EXERCISES_DIR / master.name).read_text(encoding="utf-8")
+    secrets = exercises.solution_lines("\n".join(c.source for c in notebook.cells))
+    assert secrets, "a master without solution blocks"
+    assert [line for line in secrets if len(line) > 3 and line in student] == []
+    hidden = [c for c in notebook.cells if exercises.tag_value(c, "hidden-tests")]
+    for cell in hidden:
+        question = exercises.tag_value(cell, "hidden-tests")
+        assert not [n for n in exercises.test_names(cell.source, question, master.name) if n in student]
+    questions = {exercises.tag_value(c, "hidden-tests") for c in hidden}
+    assert student.count(exercises.HINT) >= len(questions)
+    assert all(f"def test_{q}_" in student for q in questions), "a question without public tests"
+
+
 QUESTION_HEADING = re.compile(r"^### (q\d+) · (Guided|Open|Stretch)\b.*\((\d+) points?\)\s*$", re.MULTILINE)
 
 
@@ -137,11 +156,7 @@ def test_every_exercise_has_three_tiers_and_states_the_points_its_hidden_tests_a
     """A student reads "(N points)" in a question's heading: N must be what the grader awards, and every exercise
     has a guided, an open and a stretch task."""
     notebook = nbformat.read(master, as_version=4)
-    namespace = {}
-    exec(exercises.hidden_tests(notebook, master.stem), namespace)
-    graded = {}
-    for test, points in namespace["POINTS"].items():
-        graded[test.split("_")[1]] = graded.get(test.split("_")[1], 0) + points
+    graded = exercises.question_points(exercises.hidden_tests(notebook, master.stem))
     stated = stated_points(notebook)
     assert {q: p for q, (_, p) in stated.items()} == graded
     assert {tier for tier, _ in stated.values()} == {"Guided", "Open", "Stretch"}
