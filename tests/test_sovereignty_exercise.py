@@ -92,6 +92,13 @@ def test_a_report_edited_by_hand_fails(tmp_path, hidden):
     assert failed["test_q2_the_pages_show_that_audit"] == ""  # the pages were not edited
 
 
+def test_the_plan_is_graded_without_the_new_report(tmp_path, hidden):
+    submission, *_ = prepared(tmp_path)
+    (folder_of(submission) / "audit-after.json").unlink()
+    failed = {name for name, error in results(hidden, submission, "q3").items() if error}
+    assert failed == {"test_q3_the_new_report_is_the_audit_of_the_improved_setup"}
+
+
 def test_a_claimed_fix_that_is_not_one_fails(tmp_path, hidden):
     submission, before, after, plan = prepared(tmp_path)
     pins = plan["kept"].pop("dependency/pins")

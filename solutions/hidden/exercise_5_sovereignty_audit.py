@@ -186,13 +186,14 @@ def _plan(submission) -> dict:
 
 
 def _before_after(submission):
-    after = _saved_report(submission, "setup-after.json", "audit-after.json")
+    """The grader's audits of setup.json and setup-after.json."""
+    after = _audited(_setup(_saved(submission, "setup-after.json"), "setup-after.json"), submission, "setup-after.json")
     return _audited(_setup(_saved(submission, "setup.json"), "setup.json"), submission, "setup.json"), after
 
 
 def test_q3_the_new_report_is_the_audit_of_the_improved_setup(submission):
     """audit-after.json must be the report that audit() gives for setup-after.json (the grader re-audits it)."""
-    _before_after(submission)
+    _saved_report(submission, "setup-after.json", "audit-after.json")
 
 
 def test_q3_every_claimed_fix_is_fixed(submission):
