@@ -13,6 +13,7 @@ answered in `Setup.answers` (notebook 06 collects them with a form, or takes the
 """
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import os
@@ -401,6 +402,20 @@ def local_paths(setup: Setup) -> list[Path]:
     return [_path(e) for e in entries if _path(e).exists()]
 
 
+def _read_gguf(path: Path):
+    """The GGUF file read once (its vocabulary takes a while to parse) for the checks that need it: a new reader
+    when the file changes."""
+    stat = path.stat()
+    return _read_gguf_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_gguf_cached(path: str, mtime_ns: int, size: int):
+    from gguf import GGUFReader
+
+    return GGUFReader(path)
+
+
 def _remote(where: str) -> bool:
     return where.strip().lower() not in ("", "local")
 
@@ -520,9 +535,7 @@ def check_compute_runtime(setup: Setup) -> Finding:
     if not path.is_file():
         return Finding("compute", "local runtime", 0.0, f"the GGUF file {setup.gguf} does not exist", (),
                        "export the model to GGUF first")
-    from gguf import GGUFReader
-
-    reader = GGUFReader(path)
+    reader = _read_gguf(path)
     arch = reader.get_field("general.architecture")
     evidence = (f"{_shown(path)}: {path.stat().st_size / 1e6:.1f} MB, {len(reader.tensors)} tensors, architecture "
                 f"{arch.contents() if arch else 'unknown'}",
@@ -648,9 +661,7 @@ def check_output_template(setup: Setup) -> Finding:
     template, source = _template_of(folder) if folder else (None, None)
     evidence = []
     if setup.gguf and _path(setup.gguf).is_file():
-        from gguf import GGUFReader
-
-        embedded = GGUFReader(_path(setup.gguf)).get_field("tokenizer.chat_template")
+        embedded = _read_gguf(_path(setup.gguf)).get_field("tokenizer.chat_template")
         evidence.append(f"{_shown(_path(setup.gguf))}: chat template "
                         f"{'embedded (' + str(len(embedded.contents())) + ' characters)' if embedded else 'absent'}")
         modelfile = _path(setup.gguf).parent / "Modelfile"
