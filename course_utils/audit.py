@@ -13,16 +13,17 @@ answered in `Setup.answers` (notebook 06 collects them with a form, or takes the
 """
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import os
 import re
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .atomic import write_text
+from .atomic import write_json, write_text
 from .manifest import file_sha256
 from .paths import MODEL_CONFIGS_DIR, REPO_ROOT
 from .report import escape, html_page
@@ -48,6 +49,11 @@ _RESTRICTED_LICENCES = re.compile(r"busl|business source|sspl|elastic|commons cl
                                   r"community license|llama \d|gemma", re.IGNORECASE)
 
 
+_LIST_FIELDS = ("checkpoints", "data", "requirements", "notebooks")  # Setup's fields by kind, for from_dict
+_MAP_FIELDS = ("environment", "packages", "answers")
+_OPTIONAL_FIELDS = ("revision", "gguf", "system_prompt")
+
+
 @dataclass
 class Setup:
     """What to audit, as configuration. Paths are absolute or relative to the repository."""
@@ -69,6 +75,50 @@ class Setup:
     def env(self) -> dict[str, str]:
         return dict(os.environ) if self.environment is None else dict(self.environment)
 
+    def unanswered(self) -> list[str]:
+        """The keys of QUESTIONS that have no answer yet."""
+        return [key for key in QUESTIONS if not str(self.answers.get(key, "")).strip()]
+
+    def to_dict(self) -> dict:
+        """The setup as plain values (JSON-ready): what `Setup.from_dict` reads back."""
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Setup:
+        """A Setup from plain values (a dict, e.g. read from JSON; lists become tuples). An unknown field, a missing
+        name or model, a value of the wrong type or an answer to no question of QUESTIONS is a ValueError that
+        names it."""
+        if not isinstance(values, dict):
+            raise ValueError(f"a setup is a dict of Setup's fields, not {type(values).__name__}")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(map(repr, unknown))}; a Setup has: {', '.join(known)}")
+        for name in ("name", "model"):
+            if not isinstance(values.get(name), str) or not values[name].strip():
+                raise ValueError(f"{name!r} must be a non-empty string, not {values.get(name)!r}")
+        kwargs = {}
+        for name, value in values.items():
+            if name in _LIST_FIELDS:
+                if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v.strip() for v in value):
+                    raise ValueError(f"{name!r} must be a list of non-empty strings, not {value!r}")
+                value = tuple(value)
+            elif name in _MAP_FIELDS:
+                strings = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                                          for k, v in value.items())
+                if not strings and (value is not None or name == "answers"):
+                    raise ValueError(f"{name!r} must be a dict of strings to strings"
+                                     + ("" if name == "answers" else " (or None: this machine's)") + f", not {value!r}")
+            elif not isinstance(value, str) and not (value is None and name in _OPTIONAL_FIELDS):
+                raise ValueError(f"{name!r} must be a string{' or None' if name in _OPTIONAL_FIELDS else ''}, "
+                                 f"not {value!r}")
+            kwargs[name] = value
+        stray = sorted(set(kwargs.get("answers", {})) - set(QUESTIONS))
+        if stray:
+            raise ValueError(f"answers to no question: {', '.join(map(repr, stray))}; the questions are "
+                             f"{', '.join(QUESTIONS)}")
+        return cls(**kwargs)
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -78,6 +128,11 @@ class Finding:
     finding: str
     evidence: tuple[str, ...]
     recommendation: str = ""  # empty: nothing to change
+
+    @property
+    def key(self) -> str:
+        """The check's name with its dimension ("model/format"), unique within a report."""
+        return f"{self.dimension}/{self.check}"
 
 
 @dataclass
@@ -96,6 +151,20 @@ class Report:
     def overall(self) -> int:
         scores = self.scores()
         return round(sum(scores.values()) / len(scores))
+
+    def by_key(self) -> dict[str, Finding]:
+        """{"dimension/check": finding} for every check."""
+        return {f.key: f for f in self.findings}
+
+    def failing(self) -> list[Finding]:
+        """The findings that score below 1: what a plan has to fix, or say why it keeps."""
+        return [f for f in self.findings if f.score < 1]
+
+    def to_dict(self) -> dict:
+        """The report as plain values (JSON-ready): the setup, every finding, the scores and the plan."""
+        return {"setup": self.setup.to_dict(), "findings": [{**asdict(f), "evidence": list(f.evidence)}
+                                                            for f in self.findings],
+                "scores": self.scores(), "overall": self.overall(), "plan": self.plan()}
 
     def plan(self) -> dict[str, list[str]]:
         """What to change to raise each dimension's score: the recommendations of its checks below 1, and the
@@ -151,10 +220,40 @@ class Report:
 
     def write(self, folder: str | Path, stem: str = "audit",
               compare: dict[str, dict[str, int]] | None = None) -> dict[str, Path]:
-        """Write the report as markdown and as a standalone HTML page (atomically); returns both paths."""
+        """Write the report as markdown, as a standalone HTML page and as JSON (`to_dict`), atomically; returns
+        the three paths."""
         folder = Path(folder)
         return {"markdown": write_text(folder / f"{stem}.md", self.to_markdown()),
-                "html": self.write_html(folder / f"{stem}.html", compare)}
+                "html": self.write_html(folder / f"{stem}.html", compare),
+                "json": write_json(folder / f"{stem}.json", self.to_dict())}
+
+
+def changes(before: Report, after: Report) -> dict[str, tuple[float, float]]:
+    """{"dimension/check": (score before, score after)} for every check whose score changed between two audits."""
+    old, new = before.by_key(), after.by_key()
+    return {key: (old[key].score, new[key].score) for key in old if key in new and old[key].score != new[key].score}
+
+
+def report_differences(saved: dict, report: Report) -> list[str]:
+    """How a saved report (`Report.to_dict`, e.g. read back from JSON) differs from `report`: each check's score
+    and finding, each dimension's score and the overall score. Empty when the saved report is this audit's."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("findings"), list):
+        return ["the saved report is not a report (a dict with a list of findings)"]
+    found = {f"{f.get('dimension')}/{f.get('check')}": f for f in saved["findings"] if isinstance(f, dict)}
+    differences = []
+    for key, finding in report.by_key().items():
+        mine = found.pop(key, None)
+        if mine is None:
+            differences.append(f"{key}: missing from the saved report")
+        elif mine.get("score") != finding.score or mine.get("finding") != finding.finding:
+            differences.append(f"{key}: saved {mine.get('score')!r} ({mine.get('finding')!r}), the audit gives "
+                               f"{finding.score!r} ({finding.finding!r})")
+    differences += [f"{key}: in the saved report, but the audit has no such check" for key in found]
+    if saved.get("scores") != report.scores():
+        differences.append(f"scores: saved {saved.get('scores')!r}, the audit gives {report.scores()!r}")
+    if saved.get("overall") != report.overall():
+        differences.append(f"overall: saved {saved.get('overall')!r}, the audit gives {report.overall()!r}")
+    return differences
 
 
 # ----------------------------------------------------------------------------------------------------- helpers
@@ -294,6 +393,29 @@ def course_model_record(hub_id: str) -> dict[str, str] | None:
     return None
 
 
+def local_paths(setup: Setup) -> list[Path]:
+    """Every file or folder on this machine that auditing the setup reads (the model folder, checkpoints, the GGUF
+    file, data, requirements, notebooks), as absolute paths; Hub ids and URLs are not paths and are left out.
+    (The Hub cache, read for a Hub model, is not listed.)"""
+    entries = [setup.model, *setup.checkpoints, *([setup.gguf] if setup.gguf else []), *setup.data,
+               *setup.requirements, *setup.notebooks]
+    return [_path(e) for e in entries if _path(e).exists()]
+
+
+def _read_gguf(path: Path):
+    """The GGUF file read once (its vocabulary takes a while to parse) for the checks that need it: a new reader
+    when the file changes."""
+    stat = path.stat()
+    return _read_gguf_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_gguf_cached(path: str, mtime_ns: int, size: int):
+    from gguf import GGUFReader
+
+    return GGUFReader(path)
+
+
 def _remote(where: str) -> bool:
     return where.strip().lower() not in ("", "local")
 
@@ -413,9 +535,7 @@ def check_compute_runtime(setup: Setup) -> Finding:
     if not path.is_file():
         return Finding("compute", "local runtime", 0.0, f"the GGUF file {setup.gguf} does not exist", (),
                        "export the model to GGUF first")
-    from gguf import GGUFReader
-
-    reader = GGUFReader(path)
+    reader = _read_gguf(path)
     arch = reader.get_field("general.architecture")
     evidence = (f"{_shown(path)}: {path.stat().st_size / 1e6:.1f} MB, {len(reader.tensors)} tensors, architecture "
                 f"{arch.contents() if arch else 'unknown'}",
@@ -541,9 +661,7 @@ def check_output_template(setup: Setup) -> Finding:
     template, source = _template_of(folder) if folder else (None, None)
     evidence = []
     if setup.gguf and _path(setup.gguf).is_file():
-        from gguf import GGUFReader
-
-        embedded = GGUFReader(_path(setup.gguf)).get_field("tokenizer.chat_template")
+        embedded = _read_gguf(_path(setup.gguf)).get_field("tokenizer.chat_template")
         evidence.append(f"{_shown(_path(setup.gguf))}: chat template "
                         f"{'embedded (' + str(len(embedded.contents())) + ' characters)' if embedded else 'absent'}")
         modelfile = _path(setup.gguf).parent / "Modelfile"

@@ -16,9 +16,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .atomic import write_json
-from .hardware import cpu_description
-from .memory import process_peak_memory_mb
 from .paths import REPO_ROOT
+
+# hardware and memory (torch, transformers: seconds to import) are imported where a manifest is built, so that
+# file_sha256 stays cheap to import (the audit and the exercises' graders use it)
 
 
 LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes", "huggingface_hub",
@@ -55,6 +56,8 @@ def git_commit(folder: str | Path = REPO_ROOT) -> str:
 def run_environment() -> dict:
     """Where a measurement ran: the CPU (model and the flags that change results), the library versions and the
     course's commit. Every benchmark's results file starts with it."""
+    from .hardware import cpu_description
+
     return {"machine": cpu_description(), "libraries": library_versions(), "commit": git_commit()}
 
 
@@ -86,6 +89,9 @@ def model_revision(model, source: str) -> str:
 def build_manifest(*, profile, base_model: str, revision: str, data_file: str | Path, data_sha256: str, seed: int,
                    hyperparameters: dict, seconds: float, results: dict | None = None, **extra) -> dict:
     """The manifest as a dict (JSON-ready)."""
+    from .hardware import cpu_description
+    from .memory import process_peak_memory_mb
+
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "libraries": library_versions(),

@@ -338,3 +338,66 @@ def test_report_page_renders_in_headless_chromium(tmp_path):
     pixels, (width, height) = image.load(), image.size
     for colour in A.AUDIT_COLOURS[:2]:  # the chart's bars of both setups are drawn
         assert screenshot_has_colour(pixels, colour, range(0, width, 4), height), colour
+
+
+# ----------------------------------------------------------------------------------------------------- saved as JSON
+def test_a_setup_goes_to_json_and_back(tmp_path):
+    original = setup(name="mine", data=("data/hemingway", "tatsu-lab/alpaca"), environment={"HF_HUB_OFFLINE": "1"},
+                     packages={"trl": "1.14.0"}, answers={"data_access": "only me"})
+    path = tmp_path / "setup.json"
+    path.write_text(json.dumps(original.to_dict()))
+    again = Setup.from_dict(json.loads(path.read_text()))
+    assert again == original and again.data == ("data/hemingway", "tatsu-lab/alpaca")
+    assert again.unanswered() == [k for k in QUESTIONS if k != "data_access"]
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"model": "x"}, "'name' must be a non-empty string"),
+    ({"name": "a", "model": "x", "dataset": ["d"]}, "unknown field(s) 'dataset'; a Setup has: name, model"),
+    ({"name": "a", "model": "x", "data": "data/hemingway"}, "'data' must be a list of non-empty strings"),
+    ({"name": "a", "model": "x", "data": [""]}, "'data' must be a list of non-empty strings"),
+    ({"name": "a", "model": "x", "environment": {"HF_HUB_OFFLINE": 1}}, "'environment' must be a dict of strings"),
+    ({"name": "a", "model": "x", "answers": None}, "'answers' must be a dict of strings to strings, not None"),
+    ({"name": "a", "model": "x", "answers": {"data_acess": "me"}}, "answers to no question: 'data_acess'"),
+    ({"name": "a", "model": "x", "inference": None}, "'inference' must be a string, not None"),
+    (["name", "model"], "a setup is a dict of Setup's fields, not list"),
+])
+def test_a_bad_setup_dict_is_an_error_that_names_the_field(values, message):
+    with pytest.raises(ValueError) as error:
+        Setup.from_dict(values)
+    assert message in str(error.value)
+
+
+def test_a_saved_report_is_compared_with_a_new_audit(tmp_path):
+    report = audit(setup(data=("data/hemingway",), environment={"HF_HUB_OFFLINE": "1"}))
+    paths = report.write(tmp_path)
+    saved = json.loads(paths["json"].read_text())
+    assert saved["setup"] == report.setup.to_dict() and saved["overall"] == report.overall()
+    assert A.report_differences(saved, report) == []
+    saved["findings"][0]["score"] = 1.0 if saved["findings"][0]["score"] < 1 else 0.0
+    saved["overall"] += 1
+    differences = A.report_differences(saved, report)
+    assert len(differences) == 2 and differences[0].startswith("data/location: saved")
+    assert differences[1].startswith("overall: saved")
+    del saved["findings"][1]
+    assert "data/provenance: missing from the saved report" in A.report_differences(saved, report)
+    assert A.report_differences({"findings": "none"}, report) == [
+        "the saved report is not a report (a dict with a list of findings)"]
+
+
+def test_changes_between_two_audits_and_the_failing_findings():
+    before = audit(setup(requirements=(), environment={}, packages={"trl": "1.14.0"}))
+    after = audit(setup(requirements=(), environment={"HF_HUB_OFFLINE": "1"}, packages={"trl": "1.14.0"}))
+    assert A.changes(before, after) == {"data/network": (0.8, 1.0), "compute/network": (0.5, 1.0),
+                                        "dependency/telemetry": (0.0, 1.0)}
+    assert A.changes(after, after) == {}
+    assert {f.key for f in before.failing()} >= {"data/network", "compute/network", "dependency/pins"}
+    assert all(f.score < 1 for f in before.failing()) and before.by_key()["model/format"].score == 1
+
+
+def test_local_paths_are_what_the_audit_reads(tmp_path):
+    data = tmp_path / "corpus.txt"
+    data.write_text("text")
+    paths = A.local_paths(setup(data=(str(data), "tatsu-lab/alpaca"), requirements=("requirements.txt",),
+                                checkpoints=(str(tmp_path / "missing.bin"),)))
+    assert paths == [TINY_MODEL_DIR, data, A.REPO_ROOT / "requirements.txt"]
