@@ -3,6 +3,7 @@ master and its committed student version are graded as an instructor would grade
 hold the points the rules below give. The whole attack set is graded on the fastest exercise; on the others, the
 correct and the blank submissions (the benchmark, benchmarks/bench_grading.py, grades every exercise's set)."""
 import csv
+import shutil
 
 import pytest
 
@@ -11,7 +12,7 @@ from tests.submissions import prepare
 
 ATTACKS = ("correct", "half", "blank", "loop", "crash", "file_vandal", "patcher", "not_a_notebook", "a_folder")
 GRADED = {  # exercise: (the submissions graded in the suite, the per-cell limit in seconds)
-    "exercise_5_sovereignty_audit": (ATTACKS, 20),
+    "exercise_5_sovereignty_audit": (ATTACKS, 15),
     "exercise_1_first_lora": (("correct", "blank"), 60),
 }
 
@@ -37,11 +38,15 @@ def graded(request, tmp_path_factory):
     master = exercises.SOLUTIONS_DIR / f"{name}.ipynb"
     made = exercises.generated(master)
     points = exercises.question_points(made.hidden.read_text(encoding="utf-8"))
-    prepare(master, made.student, folder / "all", half=["q1"], attack_before=max(points, key=lambda q: int(q[1:])))
     submissions = folder / "submissions"
-    submissions.mkdir()
-    for student in students:
-        (folder / "all" / f"{student}.ipynb").rename(submissions / f"{student}.ipynb")
+    prepare(master, made.student, submissions, half=["q1"], attack_before=max(points, key=lambda q: int(q[1:])))
+    for path in submissions.iterdir():
+        if path.stem in students:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
     grading.grade_folder(submissions, made.hidden, folder / "graded", cell_timeout=cell_timeout,
                          total_timeout=240)
     with open(folder / "graded" / "grades.csv", newline="") as stream:
