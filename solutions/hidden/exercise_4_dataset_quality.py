@@ -217,34 +217,44 @@ def _q3_recomputed(submission):
     """The answer loss of every held-out example, recomputed by the grader for the base and both saved adapters."""
     key = str(submission.outputs)
     if key not in _q3_cache:
-        import json
-
-        import torch
-        from peft import PeftModel
-
-        from course_utils import data
-        from course_utils.evaluation import answer_losses
-        from course_utils.models import load_model
-        from course_utils.profiles import get_profile
-
-        torch.set_num_threads(1)  # a few small forward passes: threads gain nothing, and spin on a busy machine
-        folder = _q3_folder(submission)
-        for name in ("raw", "cleaned"):
-            config = json.loads((folder / f"adapter_{name}" / "adapter_config.json").read_text())
-            assert config.get("peft_type") == "LORA", f"adapter_{name} is not a LoRA adapter: {config.get('peft_type')}"
-        profile = get_profile("tiny")
-        base, tokenizer = load_model(profile, "lora", verbose=False)
-        held_out = data.read_examples(folder / "held_out.jsonl")
-        rows = [dict(zip(("input_ids", "labels"), data.completion_labels(ex, tokenizer, max_length=profile.max_seq_length)))
-                for ex in held_out]
-        losses = {"base": answer_losses(base, rows)}
-        model = PeftModel.from_pretrained(base, str(folder / "adapter_raw"), adapter_name="raw")
-        model.load_adapter(str(folder / "adapter_cleaned"), adapter_name="cleaned")
-        for name in ("raw", "cleaned"):
-            model.set_adapter(name)
-            losses[name] = answer_losses(model, rows)
-        _q3_cache[key] = losses
+        try:
+            _q3_cache[key] = _q3_losses(submission)
+        except Exception as error:  # kept, so that the other tests fail at once with the same message
+            _q3_cache[key] = error
+    if isinstance(_q3_cache[key], Exception):
+        raise _q3_cache[key]
     return _q3_cache[key]
+
+
+def _q3_losses(submission):
+    """Load the tiny base and both saved adapters; the answer loss of every held-out example under each."""
+    import json
+
+    import torch
+    from peft import PeftModel
+
+    from course_utils import data
+    from course_utils.evaluation import answer_losses
+    from course_utils.models import load_model
+    from course_utils.profiles import get_profile
+
+    torch.set_num_threads(1)  # a few small forward passes: threads gain nothing, and spin on a busy machine
+    folder = _q3_folder(submission)
+    for name in ("raw", "cleaned"):
+        config = json.loads((folder / f"adapter_{name}" / "adapter_config.json").read_text())
+        assert config.get("peft_type") == "LORA", f"adapter_{name} is not a LoRA adapter: {config.get('peft_type')}"
+    profile = get_profile("tiny")
+    base, tokenizer = load_model(profile, "lora", verbose=False)
+    held_out = data.read_examples(folder / "held_out.jsonl")
+    rows = [dict(zip(("input_ids", "labels"), data.completion_labels(ex, tokenizer, max_length=profile.max_seq_length)))
+            for ex in held_out]
+    losses = {"base": answer_losses(base, rows)}
+    model = PeftModel.from_pretrained(base, str(folder / "adapter_raw"), adapter_name="raw")
+    model.load_adapter(str(folder / "adapter_cleaned"), adapter_name="cleaned")
+    for name in ("raw", "cleaned"):
+        model.set_adapter(name)
+        losses[name] = answer_losses(model, rows)
+    return losses
 
 
 def test_q3_the_saved_losses_are_the_adapters_own(submission):
