@@ -943,6 +943,29 @@ def template_labels(example: dict, tokenizer, fmt: str | None = None) -> tuple[l
     return ids, [t if keep else -100 for t, keep in zip(ids, encoded["assistant_masks"])]
 
 
+def completion_labels(example: dict, tokenizer, fmt: str | None = None,
+                      max_length: int | None = None) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) of the example as trl's SFTTrainer prepares a conversational prompt/completion example
+    with completion_only_loss: the prompt rendered with the generation prompt, then the whole chat rendered; labels
+    are -100 on the prompt's tokens; both cut to the first `max_length` tokens (SFTConfig's max_length). This lets
+    anyone recompute a trained model's answer loss on an example without building a trainer."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise DataError(f"the tokenizer {type(tokenizer).__name__} has no chat template: use an instruct/chat "
+                        "model's tokenizer, or set tokenizer.chat_template")
+    pair = to_prompt_completion(example, fmt)
+
+    def ids(messages: list[dict], generation_prompt: bool) -> list[int]:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+        return tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]  # a long chat is cut below
+
+    prompt, full = ids(pair["prompt"], True), ids(pair["prompt"] + pair["completion"], False)
+    if full[: len(prompt)] != prompt:
+        raise DataError("the chat template renders the prompt differently inside the whole chat, so the answer's "
+                        "tokens cannot be told apart from the prompt's")
+    labels = [-100] * len(prompt) + full[len(prompt):]
+    return full[:max_length], labels[:max_length]
+
+
 @dataclass
 class LossMaskCheck:
     trained: str  # the text of the tokens that carry loss

@@ -1,11 +1,13 @@
 """Evaluation and generation: perplexity (how surprised a model is by a text: exp of the mean next-token loss, lower
-is better), and sampling completions with a fixed seed, so that two models can be compared on the same prompts."""
+is better), the answer loss of each example and the paired difference of two models over the same examples, and
+sampling completions with a fixed seed, so that two models can be compared on the same prompts."""
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 
@@ -38,6 +40,65 @@ def mean_loss(model, ids: torch.Tensor, block: int = 256, batch: int = 16, max_b
 
 def perplexity(model, tokenizer, texts: list[str], block: int = 256, max_blocks: int | None = None) -> float:
     return math.exp(mean_loss(model, token_ids(tokenizer, texts), block=block, max_blocks=max_blocks))
+
+
+@torch.no_grad()
+def answer_losses(model, rows: Iterable[dict]) -> list[float]:
+    """The mean loss on the answer tokens (labels != -100) of each row, one example per row with its input_ids and
+    labels (as SFTTrainer prepares them, or data.completion_labels makes them); one forward pass per example, so
+    that two models can be compared example by example (paired_difference)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    losses = []
+    try:
+        for i, row in enumerate(rows):
+            if all(label == -100 for label in row["labels"][1:]):
+                raise ValueError(f"row {i} has no answer token to measure (its answer was cut off by truncation, or "
+                                 "it has none): leave it out")
+            ids = torch.tensor([row["input_ids"]], device=device)
+            labels = torch.tensor([row["labels"]], device=device)
+            losses.append(model(input_ids=ids, labels=labels).loss.item())
+    finally:
+        model.train(was_training)
+    return losses
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """The mean of the differences a[i] - b[i] of two measurements of the same n examples, and its standard error
+    (the differences' sample standard deviation over sqrt(n)). Pairing cancels what varies from example to example
+    (an easy answer is easy for both models), so it resolves a smaller difference than comparing two means."""
+
+    mean: float
+    stderr: float
+    n: int
+
+    @property
+    def error_bar(self) -> float:
+        """Two standard errors: roughly a 95 % interval once n is a few dozen."""
+        return 2 * self.stderr
+
+    @property
+    def resolved(self) -> bool:
+        """True when the mean lies at least two standard errors from zero: this measurement tells a from b."""
+        return abs(self.mean) >= self.error_bar
+
+    def __str__(self) -> str:
+        return f"{self.mean:+.3f} ± {self.error_bar:.3f} (two standard errors, n = {self.n})"
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> PairedDifference:
+    """The paired difference a - b, example by example (see PairedDifference)."""
+    if len(a) != len(b):
+        raise ValueError(f"paired measurements need the same examples: got {len(a)} and {len(b)} values")
+    if len(a) < 2:
+        raise ValueError(f"a standard error needs at least two examples, got {len(a)}")
+    differences = [x - y for x, y in zip(a, b)]
+    n = len(differences)
+    mean = sum(differences) / n
+    variance = sum((d - mean) ** 2 for d in differences) / (n - 1)
+    return PairedDifference(mean, math.sqrt(variance / n), n)
 
 
 @torch.no_grad()

@@ -1,7 +1,9 @@
 """Quality flags and the dataset quality report: what to look at before training on a dataset.
 
 Flags never delete anything: they mark examples, the report counts and shows them, and the student decides what
-to drop (`QualityReport.keep`). The chapter's three rules are here as it states them, beside better ones.
+to drop (`QualityReport.keep`). The chapter's three rules are here as it states them, beside better ones. And the
+splits of the experiment that judges a cleaning: the same LoRA trained on the raw and on the cleaned examples,
+evaluated on the same clean held-out set (notebook 04, exercise 4).
 """
 from __future__ import annotations
 
@@ -9,8 +11,10 @@ import base64
 import html
 import io
 import math
+import random
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -278,3 +282,40 @@ def quality_report(examples: list[dict], tokenizer, fmt: str | None = None, max_
     flags = [sorted(f, key=order.index) for f in flags]
     return QualityReport(chats, flags, prompt_tokens, response_tokens, total_tokens, fences, duplicates, near,
                          max_length, name)
+
+
+@dataclass(frozen=True)
+class ExperimentSplits:
+    """Indices into the raw dataset: the clean held-out set, and the two training sets of equal size."""
+
+    held_out: list[int]
+    raw: list[int]
+    cleaned: list[int]
+
+
+def raw_and_cleaned_splits(n: int, kept: Iterable[int], n_train: int, n_held_out: int, seed: int = 0,
+                           groups: Iterable[Iterable[int]] = ()) -> ExperimentSplits:
+    """The raw-against-cleaned experiment on a raw dataset of `n` examples of which the cleaning `kept` some.
+
+    One seeded order of all n: the held-out set is the first `n_held_out` kept examples in it; no training set holds
+    a held-out example, nor another member of its group in `groups` (duplicate or near-duplicate clusters, so that
+    no copy of a test question is trained on); "raw" trains on the first `n_train` of the rest, "cleaned" on the
+    first `n_train` of the rest that were kept. Walking the same order, the two training sets share most examples
+    and differ where the cleaning dropped one."""
+    kept = set(kept)
+    if len(kept) < n_held_out:
+        raise ValueError(f"the cleaning kept {len(kept)} examples, fewer than the {n_held_out} to hold out")
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    held_out = [i for i in order if i in kept][:n_held_out]
+    excluded = set(held_out)
+    for group in groups:
+        group = set(group)
+        if group & excluded:
+            excluded |= group
+    pool = [i for i in order if i not in excluded]
+    splits = ExperimentSplits(held_out, pool[:n_train], [i for i in pool if i in kept][:n_train])
+    if len(splits.cleaned) < n_train:
+        raise ValueError(f"only {len(splits.cleaned)} kept examples are left to train on, fewer than n_train = "
+                         f"{n_train}: hold out fewer, or train on fewer, so that both runs see as many examples")
+    return splits

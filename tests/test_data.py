@@ -600,6 +600,38 @@ def test_the_report_finds_near_duplicates_left_after_exact_ones(tokenizer):
     assert report.with_flag("near_duplicate") == [1] and report.near.clusters == [[0, 1]]
 
 
+# ---------------------------------------------------------------------------------------------------- the experiment
+
+
+def test_the_experiment_holds_out_kept_examples_and_trains_both_runs_on_as_many():
+    kept = [i for i in range(200) if i % 5]  # the cleaning dropped every fifth example
+    split = Q.raw_and_cleaned_splits(200, kept, n_train=60, n_held_out=30, seed=3)
+    assert len(split.held_out) == 30 and set(split.held_out) <= set(kept)
+    assert len(split.raw) == len(split.cleaned) == 60 and set(split.cleaned) <= set(kept)
+    assert not set(split.held_out) & (set(split.raw) | set(split.cleaned))
+    assert {i for i in split.raw if i % 5 == 0}  # the raw run trains on dropped examples too
+    assert {i for i in split.raw if i % 5} <= set(split.cleaned)  # one order: the runs differ where one was dropped
+    assert Q.raw_and_cleaned_splits(200, kept, 60, 30, seed=3) == split
+    assert Q.raw_and_cleaned_splits(200, kept, 60, 30, seed=4).held_out != split.held_out
+
+
+def test_no_run_trains_on_a_copy_of_a_held_out_example():
+    kept = list(range(0, 100, 2))  # the odd examples were dropped, each a copy of the even one before it
+    copies = [[i, i + 1] for i in range(0, 100, 2)]
+    split = Q.raw_and_cleaned_splits(100, kept, n_train=20, n_held_out=10, seed=1, groups=copies)
+    trained = set(split.raw) | set(split.cleaned)
+    assert not {i + 1 for i in split.held_out} & trained
+    without = Q.raw_and_cleaned_splits(100, kept, n_train=20, n_held_out=10, seed=1)
+    assert without.held_out == split.held_out and {i + 1 for i in split.held_out} & set(without.raw)
+
+
+def test_the_experiment_refuses_splits_it_cannot_make_fair():
+    with pytest.raises(ValueError, match="fewer than the 30 to hold out"):
+        Q.raw_and_cleaned_splits(50, range(20), n_train=10, n_held_out=30)
+    with pytest.raises(ValueError, match="only 10 kept examples are left to train on"):
+        Q.raw_and_cleaned_splits(100, range(20), n_train=40, n_held_out=10)
+
+
 # ---------------------------------------------------------------------------------------------------- label masks
 
 
@@ -649,6 +681,34 @@ def test_trl_trains_on_the_assistant_only_for_chats_and_prompt_completion(tokeni
         check = D.check_loss_mask(example, row["input_ids"], row["labels"], tokenizer)
         assert check.ok, (options, check.problems, D.show_loss_mask(row["input_ids"], row["labels"], tokenizer))
         assert "Paris." in check.trained and "capital" not in check.trained
+
+
+def test_completion_labels_are_what_sft_trainer_trains_on(tokenizer, tmp_path):
+    """The same token ids and labels as trl's SFTTrainer prepares for a prompt/completion example with
+    completion_only_loss, truncation to max_length included."""
+    from datasets import Dataset
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    long = {"instruction": "Tell me about the fox. " * 3, "response": "The quick brown fox jumps. " * 30}
+    examples = [D.to_prompt_completion(CHAT), D.to_prompt_completion(long)]
+    args = SFTConfig(output_dir=str(tmp_path), max_length=64, completion_only_loss=True, use_cpu=True, bf16=False,
+                     fp16=False, report_to="none")
+    trainer = SFTTrainer(model=LlamaForCausalLM(config), args=args, processing_class=tokenizer,
+                         train_dataset=Dataset.from_list(examples))
+    for example, row in zip([CHAT, long], trainer.train_dataset):
+        assert D.completion_labels(example, tokenizer, max_length=64) == (row["input_ids"], row["labels"])
+    ids, labels = D.completion_labels(long, tokenizer)
+    assert len(ids) == len(labels) > 64 and labels[-1] != -100  # no max_length: the whole answer
+    plain, tokenizer.chat_template = tokenizer.chat_template, None
+    try:
+        with pytest.raises(D.DataError, match="has no chat template"):
+            D.completion_labels(CHAT, tokenizer)
+    finally:
+        tokenizer.chat_template = plain
 
 
 # ---------------------------------------------------------------------------------------------------- writing

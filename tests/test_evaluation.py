@@ -36,3 +36,81 @@ def test_mean_loss_leaves_the_model_in_training_mode_if_it_was():
     model.train()
     mean_loss(model, torch.randint(0, 10, (64,)), block=32)
     assert model.training
+
+
+def small_llama(vocab: int = 40):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
+    return LlamaForCausalLM(config)
+
+
+def test_answer_losses_are_the_mean_loss_on_each_examples_answer_tokens():
+    from course_utils.evaluation import answer_losses
+
+    model = small_llama()
+    model.train()
+    rows = [{"input_ids": [3, 7, 9, 11, 2], "labels": [-100, -100, 9, 11, 2]},
+            {"input_ids": [5, 6, 8], "labels": [-100, 6, 8]}]
+    losses = answer_losses(model, rows)
+    for row, loss in zip(rows, losses):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([row["input_ids"]])).logits[0, :-1]
+        targets = torch.tensor(row["labels"][1:])
+        answer = targets != -100  # the prediction of each answer token from the tokens before it
+        expected = torch.nn.functional.cross_entropy(logits[answer], targets[answer]).item()
+        assert loss == pytest.approx(expected, rel=1e-5)
+    assert model.training  # put back in the mode it was in
+
+
+def test_answer_losses_refuse_an_example_without_answer_tokens():
+    from course_utils.evaluation import answer_losses
+
+    with pytest.raises(ValueError, match="row 1 has no answer token"):
+        answer_losses(small_llama(), [{"input_ids": [1, 2], "labels": [-100, 2]},
+                                      {"input_ids": [1, 2, 3], "labels": [1, -100, -100]}])
+
+
+def test_paired_difference_is_the_mean_difference_and_its_standard_error():
+    import statistics
+
+    from course_utils.evaluation import paired_difference
+
+    a, b = [2.0, 3.5, 1.0, 4.0, 2.5], [1.5, 3.0, 1.2, 3.1, 2.0]
+    differences = [x - y for x, y in zip(a, b)]
+    found = paired_difference(a, b)
+    assert found.n == 5 and found.mean == pytest.approx(statistics.mean(differences))
+    assert found.stderr == pytest.approx(statistics.stdev(differences) / math.sqrt(5))
+    assert found.error_bar == pytest.approx(2 * found.stderr)
+    assert found.resolved  # every difference but one is positive: 0.38 ± 0.37
+    assert str(found) == f"{found.mean:+.3f} ± {found.error_bar:.3f} (two standard errors, n = 5)"
+
+
+def test_pairing_resolves_a_shift_that_two_separate_means_cannot():
+    import statistics
+
+    from course_utils.evaluation import paired_difference
+
+    easy_and_hard = [1.0, 5.0, 2.0, 6.0, 3.0, 7.0, 1.5, 5.5]  # the examples differ far more than the models do
+    better = [x - 0.1 + 0.02 * (-1) ** i for i, x in enumerate(easy_and_hard)]
+    paired = paired_difference(easy_and_hard, better)
+    assert paired.mean == pytest.approx(0.1) and paired.resolved
+    unpaired_error_bar = 2 * math.sqrt((statistics.variance(easy_and_hard) + statistics.variance(better))
+                                       / len(better))
+    assert unpaired_error_bar > 10 * paired.mean  # two separate means: the spread of the examples swamps the shift
+
+
+def test_a_difference_within_two_standard_errors_is_not_resolved():
+    from course_utils.evaluation import paired_difference
+
+    assert not paired_difference([1.0, 2.0, 3.0, 4.0], [1.1, 1.9, 3.2, 3.8]).resolved
+
+
+@pytest.mark.parametrize("a, b, message", [([1.0, 2.0], [1.0], "the same examples"), ([1.0], [2.0], "at least two")])
+def test_paired_difference_refuses_unpaired_or_too_few_values(a, b, message):
+    from course_utils.evaluation import paired_difference
+
+    with pytest.raises(ValueError, match=message):
+        paired_difference(a, b)
