@@ -92,6 +92,7 @@ def sandbox_env(root: Path, outputs: Path, profile: str = PROFILE) -> dict:
     if profile == PROFILE:
         env.update(dict.fromkeys(OFFLINE, "1"))
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # OpenMP threads that spin while waiting slow a busy machine badly
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     return env
 
