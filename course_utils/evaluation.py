@@ -1,5 +1,6 @@
 """Evaluation and generation: perplexity (how surprised a model is by a text: exp of the mean next-token loss, lower
-is better), and sampling completions with a fixed seed, so that two models can be compared on the same prompts."""
+is better), the probability of one given continuation of a prompt, and sampling completions with a fixed seed, so that
+two models can be compared on the same prompts."""
 from __future__ import annotations
 
 import math
@@ -38,6 +39,31 @@ def mean_loss(model, ids: torch.Tensor, block: int = 256, batch: int = 16, max_b
 
 def perplexity(model, tokenizer, texts: list[str], block: int = 256, max_blocks: int | None = None) -> float:
     return math.exp(mean_loss(model, token_ids(tokenizer, texts), block=block, max_blocks=max_blocks))
+
+
+@torch.no_grad()
+def continuation_logprobs(model, tokenizer, prompts: list[str], continuations: list[str]) -> list[float]:
+    """log P(continuation | prompt) for each pair: the natural log of the probability that the model writes exactly
+    that continuation right after that prompt (summed over the continuation's tokens). A probability can rise long
+    before it is the model's first choice, so this shows learning that generated text does not show yet. The prompt
+    is tokenized as generate_completions tokenizes it, the continuation on its own, and the two are joined."""
+    if len(prompts) != len(continuations):
+        raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations: give one of each per pair")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    values = []
+    for prompt, continuation in zip(prompts, continuations):
+        start = tokenizer(prompt)["input_ids"]
+        added = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+        if not start or not added:
+            raise ValueError(f"an empty prompt or continuation has no tokens to score: {prompt[-40:]!r} / "
+                             f"{continuation[:40]!r}")
+        ids = torch.tensor([start + added], device=device)
+        logprobs = model(input_ids=ids).logits[0, len(start) - 1:-1].float().log_softmax(-1)
+        values.append(logprobs.gather(1, ids[0, len(start):, None]).sum().item())
+    model.train(was_training)
+    return values
 
 
 @torch.no_grad()
