@@ -58,32 +58,32 @@ import functools
 
 # Problems written for the grader, in GSM8K's style; no notebook trains or measures on them.
 GRADER_PROBLEMS = [
-    ("A baker makes 36 muffins in the morning and twice as many in the afternoon. She sells 80 muffins. How many "
-     "muffins are left?",
-     "In the afternoon she makes 36 * 2 = 72 muffins.\nIn all she makes 36 + 72 = 108 muffins.\n"
-     "After selling 80 she has 108 - 80 = 28 muffins left.\n#### 28"),
-    ("Tom reads 15 pages every day. His book has 240 pages and he has already read 60 of them. How many more days "
-     "does he need to finish the book?",
+    (("A baker makes 36 muffins in the morning and twice as many in the afternoon. She sells 80 muffins. How many "
+      "muffins are left?"),
+     ("In the afternoon she makes 36 * 2 = 72 muffins.\nIn all she makes 36 + 72 = 108 muffins.\n"
+      "After selling 80 she has 108 - 80 = 28 muffins left.\n#### 28")),
+    (("Tom reads 15 pages every day. His book has 240 pages and he has already read 60 of them. How many more days "
+      "does he need to finish the book?"),
      "Tom still has 240 - 60 = 180 pages to read.\nAt 15 pages a day he needs 180 / 15 = 12 days.\n#### 12"),
     ("A school bus holds 48 students. Seven classes of 30 students go on a trip. How many buses does the school need?",
-     "There are 7 * 30 = 210 students.\nFour buses hold 4 * 48 = 192 students, too few, and five buses hold "
-     "5 * 48 = 240 students.\nThe school needs 5 buses.\n#### 5"),
-    ("Maria buys 3 notebooks at $4 each and 2 pens at $1.50 each. She pays with a $20 bill. How much change does "
-     "she get?",
-     "The notebooks cost 3 * 4 = $12.\nThe pens cost 2 * 1.50 = $3.\nShe spends 12 + 3 = $15.\n"
-     "Her change is 20 - 15 = $5.\n#### 5"),
-    ("A garden has 5 rows of tomato plants with 8 plants in each row. Each plant gives 6 tomatoes. How many tomatoes "
-     "does the garden give?",
+     ("There are 7 * 30 = 210 students.\nFour buses hold 4 * 48 = 192 students, too few, and five buses hold "
+      "5 * 48 = 240 students.\nThe school needs 5 buses.\n#### 5")),
+    (("Maria buys 3 notebooks at $4 each and 2 pens at $1.50 each. She pays with a $20 bill. How much change does "
+      "she get?"),
+     ("The notebooks cost 3 * 4 = $12.\nThe pens cost 2 * 1.50 = $3.\nShe spends 12 + 3 = $15.\n"
+      "Her change is 20 - 15 = $5.\n#### 5")),
+    (("A garden has 5 rows of tomato plants with 8 plants in each row. Each plant gives 6 tomatoes. How many "
+      "tomatoes does the garden give?"),
      "There are 5 * 8 = 40 plants.\nThey give 40 * 6 = 240 tomatoes.\n#### 240"),
     ("Sam is 4 years older than his sister. In 6 years their ages will add up to 30. How old is his sister now?",
-     "In 6 years each of them is 6 years older, so their ages now add up to 30 - 6 - 6 = 18.\n"
-     "Without Sam's extra 4 years that is 18 - 4 = 14, two equal ages.\nHis sister is 14 / 2 = 7 years old.\n#### 7"),
-    ("A train travels at 60 miles per hour for 2 hours and then at 45 miles per hour for 3 hours. How far does it "
-     "travel in all?",
-     "First it travels 60 * 2 = 120 miles.\nThen it travels 45 * 3 = 135 miles.\n"
-     "In all it travels 120 + 135 = 255 miles.\n#### 255"),
-    ("A box holds 24 crayons. Lena has 3 full boxes and gives away a quarter of her crayons. How many crayons does "
-     "she keep?",
+     ("In 6 years each of them is 6 years older, so their ages now add up to 30 - 6 - 6 = 18.\n"
+      "Without Sam's extra 4 years that is 18 - 4 = 14, two equal ages.\nHis sister is 14 / 2 = 7 years old.\n#### 7")),
+    (("A train travels at 60 miles per hour for 2 hours and then at 45 miles per hour for 3 hours. How far does it "
+      "travel in all?"),
+     ("First it travels 60 * 2 = 120 miles.\nThen it travels 45 * 3 = 135 miles.\n"
+      "In all it travels 120 + 135 = 255 miles.\n#### 255")),
+    (("A box holds 24 crayons. Lena has 3 full boxes and gives away a quarter of her crayons. How many crayons does "
+      "she keep?"),
      "Lena has 3 * 24 = 72 crayons.\nShe gives away 72 / 4 = 18 crayons.\nShe keeps 72 - 18 = 54 crayons.\n#### 54"),
 ]
 
