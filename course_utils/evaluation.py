@@ -1,6 +1,7 @@
 """Evaluation and generation: perplexity (how surprised a model is by a text: exp of the mean next-token loss, lower
-is better), the answer loss of each example and the paired difference of two models over the same examples, and
-sampling completions with a fixed seed, so that two models can be compared on the same prompts."""
+is better), the answer loss of each example and the paired difference of two models over the same examples, the
+probability of one given continuation of a prompt, and sampling completions with a fixed seed, so that two models
+can be compared on the same prompts."""
 from __future__ import annotations
 
 import math
@@ -99,6 +100,30 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> PairedDifferenc
     mean = sum(differences) / n
     variance = sum((d - mean) ** 2 for d in differences) / (n - 1)
     return PairedDifference(mean, math.sqrt(variance / n), n)
+
+
+def continuation_logprobs(model, tokenizer, prompts: list[str], continuations: list[str]) -> list[float]:
+    """log P(continuation | prompt) for each pair: the natural log of the probability that the model writes exactly
+    that continuation right after that prompt (summed over the continuation's tokens). A probability can rise long
+    before it is the model's first choice, so this shows learning that generated text does not show yet. The prompt
+    is tokenized as generate_completions tokenizes it, the continuation on its own, and the two are joined."""
+    if len(prompts) != len(continuations):
+        raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations: give one of each per pair")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    values = []
+    for prompt, continuation in zip(prompts, continuations):
+        start = tokenizer(prompt)["input_ids"]
+        added = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+        if not start or not added:
+            raise ValueError(f"an empty prompt or continuation has no tokens to score: {prompt[-40:]!r} / "
+                             f"{continuation[:40]!r}")
+        ids = torch.tensor([start + added], device=device)
+        logprobs = model(input_ids=ids).logits[0, len(start) - 1:-1].float().log_softmax(-1)
+        values.append(logprobs.gather(1, ids[0, len(start):, None]).sum().item())
+    model.train(was_training)
+    return values
 
 
 @torch.no_grad()

@@ -114,3 +114,35 @@ def test_paired_difference_refuses_unpaired_or_too_few_values(a, b, message):
 
     with pytest.raises(ValueError, match=message):
         paired_difference(a, b)
+
+
+def test_continuation_logprobs_match_the_models_own_loss_on_the_continuation():
+    """Summed over the continuation's tokens, the log-probability is minus the loss transformers computes when every
+    prompt token is masked out of the labels (an independent path through the model)."""
+    from course_utils.evaluation import continuation_logprobs
+    from course_utils.models import load_model
+    from course_utils.profiles import PROFILES
+
+    model, tokenizer = load_model(PROFILES["tiny"], "lora", verbose=False)
+    prompts, continuations = ["Question: How many apples?\nAnswer:", "It was late"], [" 12 apples\n#### 12", " at night."]
+    found = continuation_logprobs(model, tokenizer, prompts, continuations)
+    for prompt, continuation, value in zip(prompts, continuations, found):
+        start = tokenizer(prompt)["input_ids"]
+        added = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([start + added])
+        labels = ids.clone()
+        labels[0, :len(start)] = -100
+        with torch.no_grad():
+            loss = model(input_ids=ids, labels=labels).loss.item()
+        assert value == pytest.approx(-loss * len(added), rel=1e-4)
+        assert value < 0
+    model.train()  # the model comes back in the mode it was in
+    continuation_logprobs(model, tokenizer, prompts[:1], continuations[:1])
+    assert model.training
+
+
+def test_continuation_logprobs_need_one_continuation_per_prompt():
+    from course_utils.evaluation import continuation_logprobs
+
+    with pytest.raises(ValueError, match="2 prompts but 1 continuations"):
+        continuation_logprobs(None, None, ["a", "b"], ["c"])
