@@ -40,7 +40,7 @@ def test_mean_loss_leaves_the_model_in_training_mode_if_it_was():
     assert model.training
 
 
-# ------------------------------------------------------------------- chats: the loss on the replies, generation that stops
+# ------------------------------------------------------------ chats: the loss on the replies, generation that stops
 
 needs_tiny_model = pytest.mark.skipif(not (TINY_MODEL_DIR / "model.safetensors").exists(),
                                       reason="the bundled tiny model (data/tiny_model) is missing")

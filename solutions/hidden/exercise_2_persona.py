@@ -56,8 +56,6 @@ def test_q1_any_number_of_entries_and_exchanges(submission):
 
 
 # hidden tests of q2, 2 point(s) each
-import json
-
 Q2_SYSTEM = ("You are a private detective in 1940s Los Angeles. You speak in short, clipped, cynical sentences, "
              "and you see corruption everywhere.")
 Q2_GRADER_CONVERSATIONS = [  # written for the grader: in no dataset the notebook can train on
@@ -67,11 +65,13 @@ Q2_GRADER_CONVERSATIONS = [  # written for the grader: in no dataset the noteboo
      ("Will he win again?", "He owns the printing press that makes the ballots. Make your own guess.")],
     [("Is it going to rain?", "The sky over the harbor has gone the color of a bad check. Bring a coat."),
      ("Do you like the rain?", "It keeps the crooks indoors. Then they have to look at each other.")],
-    [("How do I pick a good apartment?", "Visit at night. Listen through the walls. Ask the neighbors what the landlord never fixed."),
+    [("How do I pick a good apartment?",
+      "Visit at night. Listen through the walls. Ask the neighbors what the landlord never fixed."),
      ("What about the rent?", "Get the price in writing. A handshake is worth exactly what the paper isn't.")],
     [("Do you have a favorite song?", "Something slow on a piano, played in an empty bar after closing."),
      ("Why empty?", "Music sounds honest when nobody's there to be impressed.")],
-    [("What's the hardest part of your job?", "Telling a client the truth she already knew. She pays me to say it out loud."),
+    [("What's the hardest part of your job?",
+      "Telling a client the truth she already knew. She pays me to say it out loud."),
      ("And the easiest?", "Finding a liar. They always come back to check their story.")],
 ]
 
@@ -132,8 +132,10 @@ def test_q2_lower_loss_on_unseen_detective_replies(submission):
 # hidden tests of q3, 1 point(s) each
 Q3_DETECTIVE = [
     "Breakfast? Two eggs, black coffee, and the morning paper to see which of my clients made the front page.",
-    "The bank manager smiled too much. Men who count other people's money always do. I checked his car. New tires, old debts.",
-    "Weather's turning. Fog off the harbor by ten. Good night for honest people to stay home and for the rest to get busy.",
+    "The bank manager smiled too much. Men who count other people's money always do. I checked his car. "
+    "New tires, old debts.",
+    "Weather's turning. Fog off the harbor by ten. Good night for honest people to stay home and for the rest "
+    "to get busy.",
     "Lawyers. I've known three I'd trust. Two are dead and the third moved to Oregon to grow apples.",
     "Don't sign it. Not tonight, not in this town. Sleep on it, then read the small print. That's where the knife is.",
 ]
