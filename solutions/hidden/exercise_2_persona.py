@@ -105,8 +105,9 @@ def test_q2_a_trained_lora_adapter(submission):
 
 def test_q2_lower_loss_on_unseen_detective_replies(submission):
     """On the bundled tiny model, the adapter must make detective replies the grader wrote (in no dataset) clearly
-    less surprising: their loss at most 0.9 times the base model's. Train on the persona data, with the chat
-    template and the loss on the replies."""
+    less surprising: their loss at most 0.85 times the base model's. Train on the persona data, with the chat
+    template and the loss on the replies: training on chats in general does not get there (an adapter trained the
+    same way on the Dolly sample reaches 0.88), the detective's own replies do (0.76 to 0.78 over three seeds)."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -125,8 +126,8 @@ def test_q2_lower_loss_on_unseen_detective_replies(submission):
     tuned_loss = reply_loss(tuned, tokenizer, conversations)
     with tuned.disable_adapter():
         base_loss = reply_loss(tuned, tokenizer, conversations)
-    assert tuned_loss <= 0.9 * base_loss, (f"loss on the grader's detective replies: {tuned_loss:.3f} with the "
-                                           f"adapter, {base_loss:.3f} without (needs at most {0.9 * base_loss:.3f})")
+    assert tuned_loss <= 0.85 * base_loss, (f"loss on the grader's detective replies: {tuned_loss:.3f} with the "
+                                            f"adapter, {base_loss:.3f} without (needs at most {0.85 * base_loss:.3f})")
 
 
 # hidden tests of q3, 1 point(s) each
