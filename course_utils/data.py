@@ -156,6 +156,28 @@ def to_prompt_completion(example: dict, fmt: str | None = None) -> dict:
     return {"prompt": messages[:-1], "completion": messages[-1:]}
 
 
+def per_turn_examples(example: dict, fmt: str | None = None) -> list[dict]:
+    """One conversational prompt/completion example per assistant turn: the conversation before the turn is the
+    prompt, the turn the completion. With completion-only loss every reply of a multi-turn chat is then trained on,
+    with any chat template (assistant_only_loss needs the template's {% generation %} block)."""
+    messages = to_messages(example, fmt)["messages"]
+    turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    if not turns:
+        raise DataError("the conversation has no assistant turn: there is nothing to train on")
+    return [{"prompt": messages[:i], "completion": [messages[i]]} for i in turns]
+
+
+def end_of_turn_ids(tokenizer) -> list[int]:
+    """The special token the chat template closes an assistant turn with (ChatML's <|im_end|>, Llama 3's
+    <|eot_id|>), as a list of one id; [] if the template ends a turn with ordinary text. A chat reply is generated
+    until this token: a model tuned on chats learns to write it, and without it would go on with the next turn."""
+    marker = "\u2063reply\u2063"  # text no template adds: what the template writes after it closes the turn
+    chat = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": marker}]
+    tail = tokenizer.apply_chat_template(chat, tokenize=False).rsplit(marker, 1)[-1]
+    ids = tokenizer(tail, add_special_tokens=False)["input_ids"] if tail.strip() else []
+    return ids[:1] if ids and ids[0] in tokenizer.all_special_ids else []
+
+
 def render_chat(example: dict, tokenizer, fmt: str | None = None) -> str:
     """The example as one string, rendered by the tokenizer's chat template (what the model is trained on)."""
     if not getattr(tokenizer, "chat_template", None):

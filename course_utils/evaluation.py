@@ -128,29 +128,65 @@ def continuation_logprobs(model, tokenizer, prompts: list[str], continuations: l
 
 @torch.no_grad()
 def generate_completions(model, tokenizer, prompts: list[str], *, seed: int, max_new_tokens: int,
-                         temperature: float | None = 1.0, top_p: float = 0.95, batch_size: int = 32) -> list[str]:
+                         temperature: float | None = 1.0, top_p: float = 0.95, batch_size: int = 32,
+                         stop_token_ids: list[int] | None = None, add_special_tokens: bool = True) -> list[str]:
     """The completion (new text only) of every prompt. Sampling starts from torch.manual_seed(seed), so two models
     given the same prompts, seed and settings draw from the same random stream; temperature=None means greedy.
     Generation stops at the tokenizer's end-of-text token for every model: SFTTrainer appends that token to each
     completion, and the Trainer under it rewrites the trained model's stop tokens to that one alone (transformers
-    5.17), so the base model must stop at the same token for the comparison to be fair."""
+    5.17), so the base model must stop at the same token for the comparison to be fair. `stop_token_ids` adds
+    tokens to stop at (for chat prompts: data.end_of_turn_ids); prompts rendered by a chat template already hold
+    the model's special tokens, so pass add_special_tokens=False for them."""
     torch.manual_seed(seed)
     was_training, side = model.training, tokenizer.padding_side
     model.eval()
     tokenizer.padding_side = "left"  # generation continues on the right, so pad on the left
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature else {"do_sample": False}
+    stops = [tokenizer.eos_token_id, *(t for t in stop_token_ids or [] if t != tokenizer.eos_token_id)]
     completions = []
     try:
         for start in range(0, len(prompts), batch_size):
-            batch = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True).to(model.device)
+            batch = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True,
+                              add_special_tokens=add_special_tokens).to(model.device)
             output = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                    eos_token_id=tokenizer.eos_token_id, **sampling)
+                                    eos_token_id=stops if len(stops) > 1 else stops[0], **sampling)
             new = output[:, batch["input_ids"].shape[1]:]
             completions += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
     finally:
         tokenizer.padding_side = side
         model.train(was_training)
     return completions
+
+
+@torch.no_grad()
+def reply_loss(model, tokenizer, conversations: list[dict]) -> float:
+    """Mean next-token loss (nats per token) on the assistant's replies of `conversations` (messages examples), each
+    reply given the conversation before it, rendered by the tokenizer's chat template: how unsurprising the replies
+    are to the model. Only the reply's tokens and the token that closes its turn count, as in assistant-only
+    training; the prompt's tokens are context. Works with any template whose rendering of a conversation starts
+    with the rendering of its beginning."""
+    from .data import DataError, per_turn_examples
+
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for conversation in conversations:
+        for example in per_turn_examples(conversation):
+            prompt = tokenizer.apply_chat_template(example["prompt"], tokenize=False, add_generation_prompt=True)
+            full = tokenizer.apply_chat_template(example["prompt"] + example["completion"], tokenize=False)
+            if not full.startswith(prompt):
+                raise DataError("the chat template renders a conversation differently from its beginning, so a "
+                                "reply's tokens cannot be told from the prompt's")
+            prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            reply_ids = tokenizer(full[len(prompt):].rstrip(), add_special_tokens=False)["input_ids"]
+            ids = torch.tensor([prompt_ids + reply_ids], device=model.device)
+            labels = torch.tensor([[-100] * len(prompt_ids) + reply_ids], device=model.device)
+            total += model(input_ids=ids, labels=labels).loss.item() * len(reply_ids)
+            count += len(reply_ids)
+    model.train(was_training)
+    if not count:
+        raise ValueError("no reply to measure: give conversations with assistant turns")
+    return total / count
 
 
 @contextmanager

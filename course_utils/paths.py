@@ -8,6 +8,7 @@ TINY_MODEL_DIR = DATA_DIR / "tiny_model"
 GUTENBERG_DIR = DATA_DIR / "pretrain_gutenberg"
 HEMINGWAY_DIR = DATA_DIR / "hemingway"
 MODEL_CONFIGS_DIR = DATA_DIR / "model_configs"
+PERSONA_DIR = DATA_DIR / "persona"
 
 # Where notebooks write what they make (datasets, adapters, reports): $COURSE_OUTPUT_DIR when set (the tests point it
 # at a temporary folder, so that a test run never leaves files in the repository), else outputs/ in the repository.

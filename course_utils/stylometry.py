@@ -34,6 +34,7 @@ import re
 import statistics
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
 # The 50 commonest function words of English fiction (articles, pronouns, prepositions, auxiliaries, conjunctions).
 FUNCTION_WORDS = (
@@ -66,6 +67,29 @@ _AND_CLAUSE = re.compile(r"[,;]\s+and\b|\band\s+(?:i|he|she|it|we|they|you|then|
 def words(text: str) -> list[str]:
     """The words of a text, lower-cased (letters and inner apostrophes: "didn't" is one word)."""
     return [w.lower().replace("’", "'") for w in _WORD.findall(text)]
+
+
+def lexicon_rate(text: str, lexicon: set[str] | frozenset[str]) -> float:
+    """How often the text uses the words of a lexicon (lower-case single words, inflections listed as words of their
+    own), per 100 words: a register's vocabulary made a number (a persona's slang, a field's jargon). 0.0 for a text
+    without words."""
+    tokens = words(text)
+    return 100 * sum(token in lexicon for token in tokens) / len(tokens) if tokens else 0.0
+
+
+def load_lexicon(path) -> frozenset[str]:
+    """A lexicon file: one lower-case word per line; blank lines and lines starting with # are skipped. Raises
+    ValueError naming the line of an entry that `words` would not read back as that one word."""
+    entries = set()
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        if words(entry) != [entry]:
+            raise ValueError(f"{Path(path).name}:{number}: {entry!r} is not one lower-case word; list each word "
+                             "(and each inflection) on its own line")
+        entries.add(entry)
+    return frozenset(entries)
 
 
 def sentences(text: str) -> list[str]:

@@ -31,3 +31,11 @@ def learning_rate(profile: Profile, job: str) -> float:
     if job not in rates:
         raise ValueError(f"no learning rate for job {job!r}: choose one of {', '.join(rates)}")
     return rates[job]
+
+
+def max_length_for(profile: Profile, longest: int, context: int | None) -> int:
+    """The sequence length to train at (SFTConfig's max_length): the profile's, raised to the longest example's
+    length in tokens where the model's `context` allows, never above it. Cut at the profile's short length, a
+    multi-turn chat would lose its last replies; the profiles' lengths are chosen for speed, not for the data."""
+    length = max(profile.max_seq_length, longest)
+    return min(length, context) if context else length

@@ -711,6 +711,53 @@ def test_completion_labels_are_what_sft_trainer_trains_on(tokenizer, tmp_path):
         tokenizer.chat_template = plain
 
 
+def test_each_assistant_turn_becomes_a_prompt_completion_example_with_all_before_it():
+    two_turns = {"messages": CHAT["messages"] + [{"role": "user", "content": "And of Spain?"},
+                                                 {"role": "assistant", "content": "Madrid."}]}
+    examples = D.per_turn_examples(two_turns)
+    assert [e["completion"] for e in examples] == [[{"role": "assistant", "content": "Paris."}],
+                                                   [{"role": "assistant", "content": "Madrid."}]]
+    assert [e["prompt"] for e in examples] == [two_turns["messages"][:2], two_turns["messages"][:4]]
+    assert D.per_turn_examples(CHAT) == [D.to_prompt_completion(CHAT)]
+    with pytest.raises(D.DataError, match="no assistant turn"):
+        D.per_turn_examples({"messages": [{"role": "user", "content": "Hello?"}]})
+
+
+def test_trl_trains_on_every_reply_of_a_chat_with_a_template_without_generation_markers(tokenizer, tmp_path):
+    """The route for Hub templates without {% generation %}: one prompt/completion example per reply."""
+    from datasets import Dataset
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    two_turns = {"messages": CHAT["messages"] + [{"role": "user", "content": "And of Spain?"},
+                                                 {"role": "assistant", "content": "Madrid."}]}
+    plain = tokenizer.chat_template.replace("{% generation %}", "").replace("{% endgeneration %}", "")
+    original, tokenizer.chat_template = tokenizer.chat_template, plain
+    try:
+        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                             num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        args = SFTConfig(output_dir=str(tmp_path), max_length=128, use_cpu=True, bf16=False, fp16=False,
+                         report_to="none")
+        trainer = SFTTrainer(model=LlamaForCausalLM(config), args=args, processing_class=tokenizer,
+                             train_dataset=Dataset.from_list(D.per_turn_examples(two_turns)))
+        trained = [D.check_loss_mask(two_turns, row["input_ids"], row["labels"], tokenizer).trained
+                   for row in trainer.train_dataset]
+    finally:
+        tokenizer.chat_template = original
+    assert [t.strip() for t in trained] == ["Paris.<|im_end|>", "Madrid.<|im_end|>"]
+
+
+def test_the_end_of_turn_token_is_the_special_token_that_closes_a_reply(tokenizer):
+    assert tokenizer.convert_ids_to_tokens(D.end_of_turn_ids(tokenizer)) == ["<|im_end|>"]
+    original = tokenizer.chat_template
+    try:
+        tokenizer.chat_template = original.replace("'<|im_end|>'", "'\\n'")  # a template that ends turns with text
+        assert D.end_of_turn_ids(tokenizer) == []
+    finally:
+        tokenizer.chat_template = original
+
+
 # ---------------------------------------------------------------------------------------------------- writing
 
 

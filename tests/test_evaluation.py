@@ -1,10 +1,12 @@
-"""Perplexity arithmetic: a model that knows nothing has the perplexity of the vocabulary size."""
+"""Perplexity arithmetic: a model that knows nothing has the perplexity of the vocabulary size; the loss on a chat's
+replies is the one assistant-only training computes; generation stops where it is told to."""
 import math
 
 import pytest
 import torch
 
-from course_utils.evaluation import mean_loss
+from course_utils.evaluation import generate_completions, mean_loss, reply_loss
+from course_utils.paths import TINY_MODEL_DIR
 
 
 class Uniform(torch.nn.Module):
@@ -146,3 +148,53 @@ def test_continuation_logprobs_need_one_continuation_per_prompt():
 
     with pytest.raises(ValueError, match="2 prompts but 1 continuations"):
         continuation_logprobs(None, None, ["a", "b"], ["c"])
+
+
+# ------------------------------------------------------------ chats: the loss on the replies, generation that stops
+
+needs_tiny_model = pytest.mark.skipif(not (TINY_MODEL_DIR / "model.safetensors").exists(),
+                                      reason="the bundled tiny model (data/tiny_model) is missing")
+CHATS = [{"messages": [{"role": "system", "content": "You are a detective."},
+                       {"role": "user", "content": "Nice day?"}, {"role": "assistant", "content": "For somebody."},
+                       {"role": "user", "content": "Who?"}, {"role": "assistant", "content": "Whoever owns the sun."}]},
+         {"messages": [{"role": "user", "content": "Coffee?"}, {"role": "assistant", "content": "Black."}]}]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return (AutoModelForCausalLM.from_pretrained(TINY_MODEL_DIR, dtype=torch.float32),
+            AutoTokenizer.from_pretrained(TINY_MODEL_DIR))
+
+
+@needs_tiny_model
+def test_reply_loss_is_the_loss_assistant_only_training_computes(tiny):
+    """The mean loss over the tokens the chat template's {% generation %} mask trains on, whole chats at once."""
+    from course_utils.data import template_labels
+
+    model, tokenizer = tiny
+    total = count = 0
+    for chat in CHATS:
+        ids, labels = template_labels(chat, tokenizer)
+        with torch.no_grad():
+            loss = model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss.item()
+        trained = sum(label != -100 for label in labels)
+        total, count = total + loss * trained, count + trained
+    model.train()
+    assert reply_loss(model, tokenizer, CHATS) == pytest.approx(total / count, rel=1e-5)
+    assert model.training  # left as it was
+    with pytest.raises(ValueError, match="no reply to measure"):
+        reply_loss(model, tokenizer, [])
+
+
+@needs_tiny_model
+def test_generation_stops_at_an_extra_stop_token(tiny):
+    model, tokenizer = tiny
+    prompt = tokenizer.apply_chat_template(CHATS[1]["messages"][:1], tokenize=False, add_generation_prompt=True)
+    free = generate_completions(model, tokenizer, [prompt], seed=0, max_new_tokens=8, temperature=None,
+                                add_special_tokens=False)[0]
+    first = tokenizer(free, add_special_tokens=False)["input_ids"][0]
+    stopped = generate_completions(model, tokenizer, [prompt], seed=0, max_new_tokens=8, temperature=None,
+                                   stop_token_ids=[first], add_special_tokens=False)[0]
+    assert stopped == tokenizer.decode([first]).strip() and len(free) > len(stopped)

@@ -5,8 +5,9 @@ import pytest
 
 from course_utils.style_corpus import build_style_corpus
 from course_utils.stylometry import (FEATURES, FUNCTION_WORD_FEATURE, author_reference, comparison_rows,
-                                     dialogue_share, distance, moving_type_token_ratio, sentences, style_profile,
-                                     format_rows, text_distance, words, z_scores)
+                                     dialogue_share, distance, format_rows, lexicon_rate, load_lexicon,
+                                     moving_type_token_ratio, sentences, style_profile, text_distance, words,
+                                     z_scores)
 
 
 def test_words_keep_contractions_and_ignore_punctuation():
@@ -203,3 +204,20 @@ def test_comparison_rows_mark_left_out_features():
     dialogue = next(r for r in rows if r["feature"] == "dialogue_share")
     assert dialogue["treatment"] == "left out" and dialogue["base_z"] is None
     assert "left out" in format_rows(rows, ["base"])
+
+
+def test_lexicon_rate_counts_the_lexicons_words_per_100_words_whatever_their_case():
+    assert lexicon_rate("The Cops took the bribe. The rain fell.", {"cops", "bribe", "rain"}) == 100 * 3 / 8
+    assert lexicon_rate("cop cops", {"cop"}) == 50  # inflections are words of their own
+    assert lexicon_rate("Once. Once.", {"once"}) == lexicon_rate("Once.", {"once"})  # a rate, not a count
+    assert lexicon_rate("... ?!", {"cop"}) == 0.0
+
+
+def test_a_lexicon_file_skips_comments_and_names_the_line_of_a_bad_entry(tmp_path):
+    path = tmp_path / "lexicon.txt"
+    path.write_text("# the register\ncop\n\nrain\ndon't\n", encoding="utf-8")
+    assert load_lexicon(path) == {"cop", "rain", "don't"}
+    for bad in ("Cop", "stool pigeon", "rain,"):
+        path.write_text(f"cop\n{bad}\n", encoding="utf-8")
+        with pytest.raises(ValueError, match=r"lexicon.txt:2: .* is not one lower-case word"):
+            load_lexicon(path)

@@ -4,7 +4,7 @@ from transformers import AutoTokenizer
 
 from course_utils.paths import TINY_MODEL_DIR
 from course_utils.profiles import PROFILES
-from course_utils.training import block_dataset, learning_rate
+from course_utils.training import block_dataset, learning_rate, max_length_for
 
 needs_tiny_model = pytest.mark.skipif(not (TINY_MODEL_DIR / "tokenizer.json").exists(),
                                       reason="the bundled tiny model (data/tiny_model) is missing")
@@ -45,3 +45,11 @@ def test_unknown_job_names_the_choices():
         learning_rate(PROFILES["tiny"], "pretrain")
     with pytest.raises(ValueError, match="no learning rate for job 'inference'"):
         learning_rate(PROFILES["tiny"], "inference")
+
+
+def test_the_training_length_is_raised_to_the_longest_example_where_the_context_allows():
+    tiny, t4 = PROFILES["tiny"], PROFILES["t4"]
+    assert max_length_for(tiny, longest=100, context=512) == tiny.max_seq_length  # short data: the profile's
+    assert max_length_for(tiny, longest=238, context=512) == 238  # a chat longer than the profile's length
+    assert max_length_for(tiny, longest=900, context=512) == 512  # never beyond what the model takes
+    assert max_length_for(t4, longest=238, context=None) == t4.max_seq_length  # no known context: no cap
