@@ -1,7 +1,8 @@
 """The batch grader on the course's own exercises: prepared submissions (tests/submissions.py) built from each
 master and its committed student version are graded as an instructor would grade them, and the grade table must
 hold the points the rules below give. The whole attack set is graded on the fastest exercise; on the others, the
-correct and the blank submissions (the benchmark, benchmarks/bench_grading.py, grades every exercise's set)."""
+correct submission of exercise 1, whose hidden tests recompute its perplexity from the saved adapter (the benchmark,
+benchmarks/bench_grading.py, grades every exercise's correct, half-right and blank submissions)."""
 import csv
 import shutil
 
@@ -13,7 +14,7 @@ from tests.submissions import prepare
 ATTACKS = ("correct", "half", "blank", "loop", "crash", "file_vandal", "patcher", "not_a_notebook", "a_folder")
 GRADED = {  # exercise: (the submissions graded in the suite, the per-cell limit in seconds)
     "exercise_5_sovereignty_audit": (ATTACKS, 15),
-    "exercise_1_first_lora": (("correct", "blank"), 60),
+    "exercise_1_first_lora": (("correct",), 60),
 }
 
 
@@ -74,6 +75,8 @@ def test_the_vandal_is_reported_and_its_victim_graded_from_its_copy(graded):
 
 
 def test_the_feedback_of_a_blank_submission_says_what_each_failed_test_means(graded):
+    if "blank" not in graded["rows"]:
+        pytest.skip(f"{graded['name']}: its blank submission is graded by the benchmark")
     page = (graded["out"] / "feedback" / "blank.html").read_text(encoding="utf-8")
     assert f"Total: <b>0</b> of {sum(graded['points'].values()):g} points" in page
     assert page.count('class="fail"') >= len(graded["points"])
