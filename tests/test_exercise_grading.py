@@ -1,8 +1,8 @@
 """The batch grader on the course's own exercises: prepared submissions (tests/submissions.py) built from each
 master and its committed student version are graded as an instructor would grade them, and the grade table must
-hold the points the rules below give. The whole attack set is graded on the fastest exercise; on the others, the
-correct submission of exercise 1, whose hidden tests recompute its perplexity from the saved adapter (the benchmark,
-benchmarks/bench_grading.py, grades every exercise's correct, half-right and blank submissions)."""
+hold the points the rules below give. The suite grades the whole attack set on the fastest exercise (5) and the
+correct submission of exercise 1, whose hidden tests recompute perplexities from the saved adapter; the benchmark
+(benchmarks/bench_grading.py) grades every exercise's correct, half-right and blank submissions."""
 import csv
 import shutil
 
