@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from course_utils.evaluation import mean_loss
+from course_utils.evaluation import mean_loss, perplexities
 
 
 class Uniform(torch.nn.Module):
@@ -36,3 +36,11 @@ def test_mean_loss_leaves_the_model_in_training_mode_if_it_was():
     model.train()
     mean_loss(model, torch.randint(0, 10, (64,)), block=32)
     assert model.training
+
+
+def test_perplexities_measure_each_task_on_its_own_blocks():
+    ids = {"small": torch.randint(0, 50, (1000,)), "short": torch.randint(0, 50, (300,))}
+    found = perplexities(Uniform(50), ids, block=100, max_blocks=2)
+    assert found == pytest.approx({"small": 50, "short": 50}, rel=1e-5)
+    with pytest.raises(ValueError, match="at least 400 tokens"):
+        perplexities(Uniform(50), {"tiny": torch.arange(40)}, block=400)
