@@ -43,6 +43,13 @@ def perplexity(model, tokenizer, texts: list[str], block: int = 256, max_blocks:
     return math.exp(mean_loss(model, token_ids(tokenizer, texts), block=block, max_blocks=max_blocks))
 
 
+def perplexities(model, held_out: dict[str, torch.Tensor], block: int = 256,
+                 max_blocks: int | None = 32) -> dict[str, float]:
+    """The model's perplexity on each task's held-out token stream ({task: token_ids(...)}), each measured on its
+    first `max_blocks` blocks of `block` tokens: one model on several tasks (a merge on both specialists' tasks)."""
+    return {task: math.exp(mean_loss(model, ids, block=block, max_blocks=max_blocks)) for task, ids in held_out.items()}
+
+
 @torch.no_grad()
 def answer_losses(model, rows: Iterable[dict]) -> list[float]:
     """The mean loss on the answer tokens (labels != -100) of each row, one example per row with its input_ids and

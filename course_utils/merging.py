@@ -13,10 +13,15 @@ works the same way) and the entry "" is the default for every other tensor, e.g.
 """
 from __future__ import annotations
 
+import copy
+import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
+
+from .atomic import write_json
 
 METHODS = ("linear", "task_arithmetic", "slerp", "ties", "dare_ties", "dare_linear")
 NEEDS_BASE = ("task_arithmetic", "ties", "dare_ties", "dare_linear")  # they merge task vectors
@@ -93,6 +98,11 @@ def validate(recipe: Recipe, models: list[StateDict], base: StateDict | None = N
             raise RecipeError('t: a per-layer t needs a default entry "" for the tensors no filter matches')
         if not all(0 <= v <= 1 for v in values):
             raise RecipeError(f"t: every t must lie in [0, 1], got {recipe.t}")
+        unmatched = [k for k in recipe.t if k and not any(k in name for name in models[0])] if isinstance(
+            recipe.t, dict) else []
+        if unmatched:
+            raise RecipeError(f"t: the filter {unmatched[0]!r} is a substring of no tensor's name (e.g. "
+                              f"{next(iter(models[0]))!r}): check its spelling")
     else:
         if len(recipe.weights) != len(models):
             raise RecipeError(f"weights: {len(recipe.weights)} weights for {len(models)} models; give one per model")
@@ -197,6 +207,70 @@ def merge(recipe: Recipe, models: list[StateDict], base: StateDict | None = None
             merged[name] = sparse_task_arithmetic(base[name], tensors, list(recipe.weights), recipe.method,
                                                   recipe.density, generator)
     return merged
+
+
+def merged_copy(model: torch.nn.Module, recipe: Recipe, models: list[StateDict],
+                base: StateDict | None = None) -> torch.nn.Module:
+    """A copy of `model` (the base's architecture) holding the merged weights; `model` itself is left as it was.
+    A state dict saved without the tied output layer (save_pretrained drops it) keeps it tied to the embeddings."""
+    merged = copy.deepcopy(model)
+    merged.load_state_dict(merge(recipe, models, base), strict=False)
+    return merged
+
+
+def both_tasks_score(perplexities: dict[str, float], own: dict[str, float]) -> float:
+    """How well one model serves every task at once: the mean, over the tasks, of its perplexity divided by the
+    perplexity of that task's own specialist (1 = as good as each specialist on its own task; lower is better)."""
+    if set(perplexities) != set(own):
+        raise ValueError(f"perplexities on {sorted(perplexities)} but specialists for {sorted(own)}: give both for "
+                         "the same tasks")
+    return sum(perplexities[task] / own[task] for task in own) / len(own)
+
+
+# ------------------------------------------------------------------------------------------ the recipe as a file
+
+def recipe_to_dict(recipe: Recipe) -> dict:
+    """The recipe as plain JSON data (recipe_from_dict reads it back)."""
+    data = asdict(recipe)
+    data["weights"] = list(recipe.weights)
+    return data
+
+
+_READ = {"method": str, "weights": lambda v: tuple(float(w) for w in v), "density": float, "seed": int, "name": str,
+         "t": lambda v: {str(k): float(x) for k, x in v.items()} if isinstance(v, dict) else float(v)}
+
+
+def recipe_from_dict(data: dict, where: str = "recipe") -> Recipe:
+    """A Recipe from recipe_to_dict's data; RecipeError names `where` and the field when the data is not one.
+    (Whether the recipe suits the models is `validate`'s question.)"""
+    if not isinstance(data, dict) or "method" not in data:
+        raise RecipeError(f"{where}: method: missing (a recipe is a JSON object with at least a 'method')")
+    values = {}
+    for name, value in data.items():
+        if name not in _READ:
+            raise RecipeError(f"{where}: {name}: not a field of a recipe ({', '.join(_READ)})")
+        try:
+            values[name] = _READ[name](value)
+        except (TypeError, ValueError, AttributeError) as error:
+            raise RecipeError(f"{where}: {name}: cannot read {value!r} ({error})") from error
+    return Recipe(**values)
+
+
+def save_recipe(recipe: Recipe, path: str | Path) -> Path:
+    """Write the recipe as JSON (atomically), e.g. beside the merged model it made."""
+    return write_json(path, recipe_to_dict(recipe))
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """The recipe save_recipe wrote; a missing file or a bad field is an error that names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no recipe here (merging.save_recipe writes one)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise RecipeError(f"{path}: not JSON ({error})") from error
+    return recipe_from_dict(data, str(path))
 
 
 # ------------------------------------------------------------------------------------------ the same in mergekit

@@ -9,6 +9,9 @@ from course_utils.evaluation import generate_completions, mean_loss, reply_loss
 from course_utils.paths import TINY_MODEL_DIR
 
 
+from course_utils.evaluation import mean_loss, perplexities
+
+
 class Uniform(torch.nn.Module):
     """A 'model' whose next-token distribution is uniform over `vocab` tokens."""
 
@@ -198,3 +201,11 @@ def test_generation_stops_at_an_extra_stop_token(tiny):
     stopped = generate_completions(model, tokenizer, [prompt], seed=0, max_new_tokens=8, temperature=None,
                                    stop_token_ids=[first], add_special_tokens=False)[0]
     assert stopped == tokenizer.decode([first]).strip() and len(free) > len(stopped)
+
+
+def test_perplexities_measure_each_task_on_its_own_blocks():
+    ids = {"small": torch.randint(0, 50, (1000,)), "short": torch.randint(0, 50, (300,))}
+    found = perplexities(Uniform(50), ids, block=100, max_blocks=2)
+    assert found == pytest.approx({"small": 50, "short": 50}, rel=1e-5)
+    with pytest.raises(ValueError, match="at least 400 tokens"):
+        perplexities(Uniform(50), {"tiny": torch.arange(40)}, block=400)

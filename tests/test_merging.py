@@ -160,3 +160,65 @@ def test_mismatched_shapes_and_a_missing_base_are_named(models):
         merge(Recipe("linear"), [models["a"], wrong])
     with pytest.raises(RecipeError, match="^base:"):
         merge(Recipe("task_arithmetic", (1.0, 1.0)), [models["a"], models["b"]])
+
+
+def test_a_filter_that_matches_no_tensor_is_named(models):
+    with pytest.raises(RecipeError, match="^t: the filter 'self-attn' is a substring of no tensor"):
+        merge(Recipe("slerp", t={"self-attn": 0.2, "": 0.5}), [models["a"], models["b"]])
+
+
+def test_merged_copy_holds_the_merge_and_leaves_the_base_model_alone(models):
+    from transformers import AutoModelForCausalLM
+
+    base_model = AutoModelForCausalLM.from_pretrained(TINY_MODEL_DIR)
+    before = {k: v.clone() for k, v in base_model.state_dict().items()}
+    saved = {k: v for k, v in models["a"].items() if k != "lm_head.weight"}  # as save_pretrained writes a tied model
+    recipe = Recipe("linear", (0.25, 0.75))
+    merged = merging.merged_copy(base_model, recipe, [saved, models["b"]])
+    expected = merge(recipe, [saved, models["b"]])
+    assert max_difference({k: v for k, v in merged.state_dict().items() if k in expected}, expected) == 0
+    assert merged.lm_head.weight.data_ptr() == merged.model.embed_tokens.weight.data_ptr()  # still tied
+    assert max_difference(base_model.state_dict(), before) == 0
+
+
+def test_both_tasks_score_is_one_for_a_model_as_good_as_each_specialist():
+    own = {"a": 40.0, "b": 50.0}
+    assert merging.both_tasks_score(own, own) == 1
+    assert merging.both_tasks_score({"a": 44.0, "b": 60.0}, own) == pytest.approx((1.1 + 1.2) / 2)
+    with pytest.raises(ValueError, match="same tasks"):
+        merging.both_tasks_score({"a": 40.0}, own)
+
+
+@pytest.mark.parametrize("recipe", [
+    Recipe("linear", (0.3, 0.7)),
+    Recipe("slerp", t={"self_attn": 0.2, "mlp": 0.8, "": 0.5}, name="per layer"),
+    Recipe("ties", (0.5, 1.0), density=0.4),
+    Recipe("dare_ties", (1.0, 1.0), density=0.5, seed=3),
+], ids=lambda r: r.label())
+def test_a_saved_recipe_reads_back_the_same_and_merges_the_same(models, tmp_path, recipe):
+    path = merging.save_recipe(recipe, tmp_path / "merged" / "recipe.json")
+    again = merging.load_recipe(path)
+    assert again == recipe and again.label() == recipe.label()
+    states = [models["a"], models["b"]]
+    assert max_difference(merge(again, states, models["base"]), merge(recipe, states, models["base"])) == 0
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"weights": [0.5, 0.5]}', "method: missing"),
+    ('{"method": "linear", "ratio": 0.5}', "ratio: not a field of a recipe"),
+    ('{"method": "slerp", "t": "half"}', "t: cannot read 'half'"),
+    ('{"method": "linear", "weights": 0.5}', "weights: cannot read 0.5"),
+    ('[1, 2]', "method: missing"),
+    ('{"method": ', "not JSON"),
+])
+def test_a_bad_recipe_file_is_named_with_its_field(tmp_path, text, message):
+    path = tmp_path / "recipe.json"
+    path.write_text(text)
+    with pytest.raises(RecipeError, match=message) as error:
+        merging.load_recipe(path)
+    assert str(path) in str(error.value)
+
+
+def test_a_missing_recipe_file_says_where_it_was_looked_for(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no recipe here"):
+        merging.load_recipe(tmp_path / "nothing.json")
