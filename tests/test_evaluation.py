@@ -5,11 +5,8 @@ import math
 import pytest
 import torch
 
-from course_utils.evaluation import generate_completions, mean_loss, reply_loss
+from course_utils.evaluation import generate_completions, mean_loss, perplexities, reply_loss
 from course_utils.paths import TINY_MODEL_DIR
-
-
-from course_utils.evaluation import mean_loss, perplexities
 
 
 class Uniform(torch.nn.Module):
