@@ -149,8 +149,9 @@ class Submission:
                   "exec(compile(open(sys.argv[1]).read(), sys.argv[1], 'exec'), namespace)\n"
                   "value = namespace[sys.argv[2]](*json.loads(sys.argv[3]))\n"
                   f"sys.stdout.write('\\n' + {MARK!r} + json.dumps(value) + '\\n')\n")
-        code, output = run_limited([sys.executable, "-I", "-c", script, str(source), function, json.dumps(args)],
-                                   cwd=self.work, env=sandbox_env(self.code.parent / "call", self.outputs),
+        command = [sys.executable, "-I", "-B", "-c", script, str(source), function, json.dumps(args)]  # -I: isolated
+        # from the environment and the cwd; -B: no bytecode written into the installed course_utils
+        code, output = run_limited(command, cwd=self.work, env=sandbox_env(self.code.parent / "call", self.outputs),
                                    timeout=self.timeout, memory_mb=self.memory_mb)
         if code is None:
             raise AssertionError(f"{function}{args!r} did not finish within {self.timeout} s")
