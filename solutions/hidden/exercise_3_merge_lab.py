@@ -75,7 +75,7 @@ def test_q1_ties(submission):
 # hidden tests of q2, 2 point(s) each
 import copy
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from safetensors.torch import load_file
@@ -103,7 +103,7 @@ def _weights(path: Path, base_state: dict, what: str) -> dict:
     return state
 
 
-@lru_cache(maxsize=None)
+@cache
 def _lab(outputs: str) -> dict:
     """The grader's own view of a submission: the bundled base, the two saved specialists, and its own measure of
     any model on both authors (made once, shared by the tests)."""
@@ -129,7 +129,7 @@ def _lab(outputs: str) -> dict:
             "own": {a: specialist[a][a] for a in authors}}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _shipped(outputs: str) -> dict:
     """The saved merge's recipe, its weights and the grader's measure of it."""
     lab = _lab(outputs)
