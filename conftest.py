@@ -86,4 +86,9 @@ def pytest_runtest_call(item):
         if found:
             raise AssertionError(f"{item.name} printed to stderr what no entry of tests/allowed_warnings.py explains "
                                  "(fix it, or explain it in the notebook and add it there):\n  " + "\n  ".join(found))
+        if Path(item.path).parent.name == "solutions":  # a master's own answers must pass its public tests
+            failed = [line for output in item.test_outputs if output.get("name") == "stdout"
+                      for line in output.get("text", "").splitlines() if line.startswith("FAIL test_")]
+            if failed:
+                raise AssertionError(f"{item.name}: the master fails its own public tests:\n  " + "\n  ".join(failed))
     return result
