@@ -6,6 +6,7 @@ import os
 import re
 import stat
 from collections import Counter
+from contextlib import contextmanager
 
 import pytest
 
@@ -652,14 +653,24 @@ def test_the_check_catches_a_mask_that_trains_on_the_prompt(tokenizer):
     assert any("no token carries loss" in p for p in nothing.problems)
 
 
-def test_a_template_without_generation_markers_is_refused(tokenizer):
-    plain = tokenizer.chat_template.replace("{% generation %}", "").replace("{% endgeneration %}", "")
-    original, tokenizer.chat_template = tokenizer.chat_template, plain
+@contextmanager
+def chat_template(tokenizer, template: str | None):
+    """The tokenizer with another chat template for the block's duration."""
+    original, tokenizer.chat_template = tokenizer.chat_template, template
     try:
-        with pytest.raises(D.DataError, match="no {% generation %} block"):
-            D.template_labels(CHAT, tokenizer)
+        yield tokenizer
     finally:
         tokenizer.chat_template = original
+
+
+def without_generation_markers(tokenizer) -> str:
+    return tokenizer.chat_template.replace("{% generation %}", "").replace("{% endgeneration %}", "")
+
+
+def test_a_template_without_generation_markers_is_refused(tokenizer):
+    with chat_template(tokenizer, without_generation_markers(tokenizer)):
+        with pytest.raises(D.DataError, match="no {% generation %} block"):
+            D.template_labels(CHAT, tokenizer)
 
 
 def test_trl_trains_on_the_assistant_only_for_chats_and_prompt_completion(tokenizer, tmp_path):
@@ -703,12 +714,9 @@ def test_completion_labels_are_what_sft_trainer_trains_on(tokenizer, tmp_path):
         assert D.completion_labels(example, tokenizer, max_length=64) == (row["input_ids"], row["labels"])
     ids, labels = D.completion_labels(long, tokenizer)
     assert len(ids) == len(labels) > 64 and labels[-1] != -100  # no max_length: the whole answer
-    plain, tokenizer.chat_template = tokenizer.chat_template, None
-    try:
+    with chat_template(tokenizer, None):
         with pytest.raises(D.DataError, match="has no chat template"):
             D.completion_labels(CHAT, tokenizer)
-    finally:
-        tokenizer.chat_template = plain
 
 
 def test_each_assistant_turn_becomes_a_prompt_completion_example_with_all_before_it():
@@ -731,9 +739,7 @@ def test_trl_trains_on_every_reply_of_a_chat_with_a_template_without_generation_
 
     two_turns = {"messages": CHAT["messages"] + [{"role": "user", "content": "And of Spain?"},
                                                  {"role": "assistant", "content": "Madrid."}]}
-    plain = tokenizer.chat_template.replace("{% generation %}", "").replace("{% endgeneration %}", "")
-    original, tokenizer.chat_template = tokenizer.chat_template, plain
-    try:
+    with chat_template(tokenizer, without_generation_markers(tokenizer)):
         config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                              num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
@@ -743,19 +749,13 @@ def test_trl_trains_on_every_reply_of_a_chat_with_a_template_without_generation_
                              train_dataset=Dataset.from_list(D.per_turn_examples(two_turns)))
         trained = [D.check_loss_mask(two_turns, row["input_ids"], row["labels"], tokenizer).trained
                    for row in trainer.train_dataset]
-    finally:
-        tokenizer.chat_template = original
     assert [t.strip() for t in trained] == ["Paris.<|im_end|>", "Madrid.<|im_end|>"]
 
 
 def test_the_end_of_turn_token_is_the_special_token_that_closes_a_reply(tokenizer):
     assert tokenizer.convert_ids_to_tokens(D.end_of_turn_ids(tokenizer)) == ["<|im_end|>"]
-    original = tokenizer.chat_template
-    try:
-        tokenizer.chat_template = original.replace("'<|im_end|>'", "'\\n'")  # a template that ends turns with text
+    with chat_template(tokenizer, tokenizer.chat_template.replace("'<|im_end|>'", "'\\n'")):  # turns end with text
         assert D.end_of_turn_ids(tokenizer) == []
-    finally:
-        tokenizer.chat_template = original
 
 
 # ---------------------------------------------------------------------------------------------------- writing
